@@ -1,0 +1,50 @@
+# radscale: `make demo` and `make test` work from a fresh clone; each sets itself up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Re-install when the dependency list, the pins or the install helper change.
+STAMP := $(VENV)/.radscale-installed
+EXTRAS := operator,trainer,dev
+PYTEST_ARGS ?=
+
+.PHONY: all setup demo test lint crd bench clean help
+all: help
+
+help:
+	@echo "make demo   set up, validate the example studies and show their planned grids"
+	@echo "make test   set up and run every test"
+	@echo "make lint   ruff + import-layer contracts"
+	@echo "make crd    regenerate manifests/crd, the chart's crds/ and docs/api.md from the API models"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-pins.txt tools/fix_torchvision.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24" 2>&1 | grep -v '^WARNING: Location' || true
+	set -o pipefail; $(PIP) install --quiet -c requirements-pins.txt -e ".[$(EXTRAS)]" 2>&1 \
+	  | { grep -vE '^WARNING: Location|BuildBackendWarning|^\s*(!!|\*+|with strategy|corresp|Please|By 20|See https|or your|name as your)|^\s*$$' || true; }
+	$(PY) tools/fix_torchvision.py
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/radscale validate manifests/examples/study.yaml manifests/examples/study-local.yaml
+	$(VENV)/bin/radscale plan manifests/examples/study.yaml
+	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+crd: $(STAMP)
+	$(VENV)/bin/radscale crd > manifests/crd/scalingstudies.radscale.io.yaml
+	mkdir -p charts/radscale/crds
+	cp manifests/crd/scalingstudies.radscale.io.yaml charts/radscale/crds/
+	$(VENV)/bin/radscale crd --docs > docs/api.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

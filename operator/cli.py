@@ -1,0 +1,140 @@
+"""The ``radscale`` command line.
+
+    radscale validate FILE...        exit 0, or 1 with one 'path.to.field: message' line per problem
+    radscale crd [--docs]            the CRD YAML (or the API reference markdown) on stdout
+    radscale plan FILE [--json]      the planned cells and their RayJobs
+    radscale --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from radscale import __version__
+from radscale.operator import api, crd, plan, validation
+
+
+def _studies(path: str) -> list[api.ScalingStudy]:
+    docs = validation.read_documents(path)
+    if not docs:
+        raise validation.SpecError([validation.Problem(".", f"{path} holds no YAML document")])
+    return [validation.load_study(d) for d in docs]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.files:
+        try:
+            docs = validation.read_documents(path)
+        except (OSError, validation.SpecError) as exc:
+            print(f"{path}: {exc}", file=sys.stderr) if isinstance(exc, OSError) else print(exc)
+            bad += 1
+            continue
+        for i, doc in enumerate(docs):
+            problems = validation.problems_of(doc)
+            where = path if len(docs) == 1 else f"{path} (document {i + 1})"
+            if problems:
+                bad += 1
+                for p in problems:
+                    print(p)
+                print(f"{where}: {len(problems)} problem(s)", file=sys.stderr)
+            elif not args.quiet:
+                print(f"{where}: valid", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(crd.api_reference_markdown() if args.docs else crd.render_yaml())
+    return 0
+
+
+def _plan_rows(study: api.ScalingStudy) -> tuple[plan.Plan, list[dict[str, object]]]:
+    p = plan.plan(study)
+    rows = []
+    for c in p.cells:
+        rows.append({
+            "cell": c.name,
+            "encoder": c.encoder,
+            "size": c.size,
+            "stages": [s.value for s in c.stages],
+            "rayJobs": [plan.job_name(c.name, s) for s in c.stages],
+        })
+    return p, rows
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        studies = _studies(args.file)
+    except (OSError, validation.SpecError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    out = []
+    for study in studies:
+        p, rows = _plan_rows(study)
+        spec = study.spec
+        budget = spec.compute_budget
+        images = budget.steps * budget.global_batch_size
+        summary = {
+            "study": p.study,
+            "prepare": p.prepare_name,
+            "fingerprint": p.fingerprint,
+            "shards": plan.shards_uri(study, p.fingerprint),
+            "budget": {"steps": budget.steps, "globalBatchSize": budget.global_batch_size, "images": images},
+            "cells": rows,
+        }
+        out.append(summary)
+        if args.json:
+            continue
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        table = Table(title=f"{p.study}: {len(rows)} cells, prepare {p.prepare_name} (shards {p.fingerprint})")
+        for col in ("cell", "encoder", "size", "epochs", "RayJobs (in order)"):
+            table.add_column(col, justify="right" if col in ("size", "epochs") else "left", no_wrap=True)
+        for r in rows:
+            size = int(r["size"])  # type: ignore[call-overload]
+            epochs = f"{images / size:.1f}" if size else "-"
+            table.add_row(str(r["cell"]), str(r["encoder"]), f"{size:,}" if size else "0 (baseline)", epochs,
+                          " -> ".join(r["rayJobs"]))  # type: ignore[arg-type]
+        console.print(table)
+        console.print(f"constant compute: {budget.steps:,} steps x {budget.global_batch_size:,} = "
+                      f"{images:,} images per pretraining cell")
+    if args.json:
+        print(json.dumps(out if len(out) > 1 else out[0], indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radscale", description="Data-scaling studies of radiology foundation models."
+    )
+    parser.add_argument("--version", action="version", version=f"radscale {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check ScalingStudy files offline")
+    p.add_argument("files", nargs="+")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid files")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("crd", help="print the CRD YAML")
+    p.add_argument("--docs", action="store_true", help="print the API reference (markdown) instead")
+    p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("plan", help="print the planned cells of a study")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Cross-field validation rules, written once in CEL and attached to the API models.
+
+Pure: no I/O. Each :class:`Rule` is rendered into the CRD as an ``x-kubernetes-validations``
+entry, so the API server rejects a bad ScalingStudy before the operator sees it, and the same
+rule is evaluated offline (``radscale validate``, the operator) by :mod:`radscale.operator.cel`.
+
+Rules that CEL cannot express (or that need facts outside the object) are Python checks in
+:mod:`radscale.operator.validation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One ``x-kubernetes-validations`` entry.
+
+    ``rule`` is evaluated with ``self`` bound to the object the rule is attached to, after
+    defaulting (as the API server does). ``field_path`` is relative to that object, in the
+    API server's JSONPath-like form (``.a.b``); it names the field the message is about.
+    """
+
+    rule: str
+    message: str
+    field_path: str = ""
+
+    def to_crd(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+            out["reason"] = "FieldValueInvalid"
+        return out
+
+
+CONTRASTIVE = "['clip', 'unicl']"
+
+# ---- per-object rules ------------------------------------------------------------------
+
+BUDGET_RULES = (
+    Rule(
+        "self.checkpointEvery <= self.steps",
+        "checkpointEvery must not exceed steps; lower checkpointEvery or raise steps",
+        ".checkpointEvery",
+    ),
+)
+
+ENCODER_RULES = (
+    Rule(
+        "self.paradigm != 'dino' || !has(self.text)",
+        "text applies only to clip/unicl encoders; remove it or change the paradigm",
+        ".text",
+    ),
+)
+
+OPTIMIZER_RULES = (
+    Rule(
+        "!has(self.weightDecayEnd) || self.weightDecayEnd >= self.weightDecay",
+        "weightDecayEnd is the end of an increasing schedule; set it >= weightDecay",
+        ".weightDecayEnd",
+    ),
+)
+
+PARAM_RULES = (
+    Rule(
+        "self.type == 'choice' || (has(self.low) && has(self.high) && self.low < self.high)",
+        "uniform, loguniform and randint need low < high",
+        ".low",
+    ),
+    Rule(
+        "self.type != 'loguniform' || (has(self.low) && self.low > 0.0)",
+        "loguniform needs low > 0",
+        ".low",
+    ),
+    Rule(
+        "self.type != 'choice' || (has(self.values) && self.values.size() > 0)",
+        "choice needs a non-empty values list",
+        ".values",
+    ),
+)
+
+TASK_RULES = (
+    Rule(
+        "self.kind != 'classification' || self.labels.size() > 0",
+        "a classification task needs labels: list the label columns it predicts",
+        ".labels",
+    ),
+    Rule(
+        "self.kind == 'classification' || self.labels.size() == 0",
+        "labels apply only to classification tasks; remove them",
+        ".labels",
+    ),
+    Rule(
+        "self.kind != 'segmentation' || has(self.maskColumn)",
+        "a segmentation task needs maskColumn: the manifest column with mask paths",
+        ".maskColumn",
+    ),
+    Rule(
+        "self.kind == 'segmentation' || !has(self.maskColumn)",
+        "maskColumn applies only to segmentation tasks; remove it",
+        ".maskColumn",
+    ),
+    Rule(
+        "!has(self.metric)"
+        " || (self.kind == 'classification' && self.metric in ['auroc', 'auprc'])"
+        " || (self.kind == 'segmentation' && self.metric in ['dice', 'cldice'])"
+        " || (self.kind == 'report-generation' && self.metric in ['bleu4', 'rougeL', 'clinicalF1'])",
+        "metric does not fit the task kind: classification takes auroc|auprc, "
+        "segmentation dice|cldice, report-generation bleu4|rougeL|clinicalF1",
+        ".metric",
+    ),
+)
+
+SPEC_RULES = (
+    Rule(
+        "self.sizes.all(n, n <= self.computeBudget.steps * self.computeBudget.globalBatchSize)",
+        "budget too small: steps x globalBatchSize must cover the largest size at least once "
+        "(constant compute means small subsets repeat, large ones must still be seen); raise steps",
+        ".computeBudget.steps",
+    ),
+    Rule(
+        "self.computeBudget.globalBatchSize % self.resources.pretrain.workers == 0",
+        "globalBatchSize must be divisible by resources.pretrain.workers",
+        ".computeBudget.globalBatchSize",
+    ),
+    Rule(
+        "self.encoders.all(e, e.optimizer.warmupSteps < self.computeBudget.steps)",
+        "an encoder's optimizer.warmupSteps must be less than computeBudget.steps",
+        ".encoders",
+    ),
+    Rule(
+        f"!self.encoders.exists(e, e.paradigm in {CONTRASTIVE}) || has(self.dataset.columns.report)",
+        "clip/unicl encoders train on image-report pairs: set dataset.columns.report",
+        ".dataset.columns.report",
+    ),
+    Rule(
+        "!self.encoders.exists(e, e.paradigm == 'unicl') || self.dataset.columns.labels.size() > 0",
+        "unicl encoders use structured labels: list them in dataset.columns.labels",
+        ".dataset.columns.labels",
+    ),
+    Rule(
+        "!has(self.dataset.prepSize) || self.encoders.all(e, e.imageSize <= self.dataset.prepSize)",
+        "dataset.prepSize must be at least every encoder's imageSize (prep never upsamples)",
+        ".dataset.prepSize",
+    ),
+    Rule(
+        "self.evaluation.tasks.all(t, t.labels.all(l, l in self.dataset.columns.labels))",
+        "a task names a label that is not in dataset.columns.labels; add it there or fix the task",
+        ".evaluation.tasks",
+    ),
+    Rule(
+        "self.evaluation.tasks.all(t, !has(t.maskColumn) || t.maskColumn in self.dataset.columns.masks)",
+        "a task's maskColumn is not in dataset.columns.masks; add it there or fix the task",
+        ".evaluation.tasks",
+    ),
+    Rule(
+        "!self.evaluation.tasks.exists(t, t.kind == 'report-generation') || has(self.dataset.columns.report)",
+        "report-generation needs report text: set dataset.columns.report",
+        ".dataset.columns.report",
+    ),
+)

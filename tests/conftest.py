@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+EXAMPLES = REPO / "manifests" / "examples"
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture
+def paper_study() -> dict[str, Any]:
+    return load_yaml(EXAMPLES / "study.yaml")
+
+
+@pytest.fixture
+def local_study() -> dict[str, Any]:
+    return load_yaml(EXAMPLES / "study-local.yaml")
+
+
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _parts(path: str) -> list[str | int]:
+    return [int(i) if i else k for k, i in _TOKEN.findall(path)]
+
+
+def edit(doc: dict[str, Any], set_: dict[str, Any] | None = None, delete: list[str] | None = None) -> dict[str, Any]:
+    """A copy of ``doc`` with dotted paths (``a.b[0].c``) set or deleted."""
+    out = copy.deepcopy(doc)
+    for path, value in (set_ or {}).items():
+        *head, last = _parts(path)
+        node = out
+        for p in head:
+            node = node[p]
+        node[last] = value
+    for path in delete or []:
+        *head, last = _parts(path)
+        node = out
+        for p in head:
+            node = node[p]
+        del node[last]
+    return out

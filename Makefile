@@ -15,7 +15,7 @@ all: help
 help:
 	@echo "make demo   set up, validate the example studies and show their planned grids"
 	@echo "make test   set up and run every test"
-	@echo "make lint   ruff + import-layer contracts"
+	@echo "make lint   ruff (the import layers are a test: tests/unit/test_layers.py)"
 	@echo "make crd    regenerate manifests/crd, the chart's crds/ and docs/api.md from the API models"
 
 setup: $(STAMP)
@@ -38,7 +38,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
 
 crd: $(STAMP)
 	$(VENV)/bin/radscale crd > manifests/crd/scalingstudies.radscale.io.yaml

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.optimize import minimize_scalar
 
 MIN_SIZES = 3
 HIGHER_IS_BETTER = frozenset({"auroc", "auprc", "dice", "cldice", "bleu4", "rougeL", "clinicalF1", "accuracy"})
@@ -68,32 +67,80 @@ class Fit:
     n_boot: int
 
 
+B_MAX = 5.0
+B_COARSE = np.linspace(0.0, B_MAX, 201)[1:]  # step 0.025, then a local grid of step 0.00125
+B_LOCAL = np.linspace(-1.0, 1.0, 41) * (B_COARSE[1] - B_COARSE[0])
+
+
 def _model(x: np.ndarray, amp: float, b: float, c: float) -> np.ndarray:
     return amp * np.power(x, -b) + c
 
 
-def _fit_once(
-    x: np.ndarray, y: np.ndarray, start: tuple[float, float, float] | None = None
-) -> tuple[float, float, float] | None:
-    """Least squares in scaled sizes; several starts (or one warm start), best SSE wins."""
-    hi_c = max(float(np.max(y)), 1e-12)
-    c0 = 0.5 * max(float(np.min(y)), 0.0)
-    starts = [start] if start else [(max(float(np.max(y)) - c0, 1e-6), b0, c0) for b0 in (0.1, 0.3, 0.6, 1.0, 2.0)]
-    best, best_sse = None, math.inf
-    for p0 in starts:
-        p0 = (p0[0], p0[1], min(max(p0[2], 0.0), hi_c * 0.999))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                params, _ = curve_fit(_model, x, y, p0=p0, bounds=([0.0, 0.0, 0.0], [np.inf, 5.0, hi_c]),
-                                      maxfev=20000)
-        except (RuntimeError, ValueError):
-            continue
-        sse = float(np.sum((_model(x, *params) - y) ** 2))
-        if sse < best_sse:
-            best, best_sse = tuple(float(p) for p in params), sse
-    return best
+def _profile(x: np.ndarray, ys: np.ndarray, bs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every curve in ``ys`` (R, n) and exponent in ``bs`` (R or 1, G): best amp >= 0, c >= 0, SSE.
+
+    Variable projection: for fixed b the model is linear in (amp, c), so the 2-parameter
+    non-negative least squares has a closed form: the interior solution if feasible, else the
+    better of the two boundaries (amp = 0 or c = 0). Vectorised over curves and exponents.
+    """
+    n = x.shape[0]
+    phi = np.power(x[None, None, :], -bs[:, :, None])  # (R|1, G, n)
+    sp, spp = phi.sum(-1), (phi**2).sum(-1)  # (R|1, G)
+    sy, syy = ys.sum(1)[:, None], (ys**2).sum(1)[:, None]  # (R, 1)
+    spy = (ys[:, None, :] * phi).sum(-1)  # (R, G)
+
+    def sse(amp: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return syy - 2 * amp * spy - 2 * c * sy + amp**2 * spp + 2 * amp * c * sp + n * c**2
+
+    det = n * spp - sp**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        amp_i = (n * spy - sp * sy) / det
+        c_i = (spp * sy - sp * spy) / det
+        amp_b = np.maximum(spy / spp, 0.0)  # boundary c = 0
+    c_b = np.broadcast_to(np.maximum(sy / n, 0.0), spy.shape)  # boundary amp = 0
+    zero = np.zeros_like(spy)
+    feasible = (amp_i >= 0) & (c_i >= 0) & np.isfinite(amp_i)
+    e_i = np.where(feasible, sse(amp_i, c_i), np.inf)
+    e_c0, e_a0 = sse(amp_b, zero), sse(zero, c_b)
+    best = np.argmin(np.stack([e_i, e_c0, e_a0]), axis=0)
+    amp = np.choose(best, [np.where(feasible, amp_i, 0.0), amp_b, zero])
+    c = np.choose(best, [np.where(feasible, c_i, 0.0), zero, c_b])
+    return amp, c, np.maximum(np.choose(best, [e_i, e_c0, e_a0]), 0.0)
+
+
+def _best(x: np.ndarray, ys: np.ndarray, bs: np.ndarray) -> np.ndarray:
+    amp, c, err = _profile(x, ys, bs)
+    j = np.argmin(err, axis=1)
+    rows = np.arange(ys.shape[0])
+    b = np.broadcast_to(bs, err.shape)[rows, j]
+    return np.stack([amp[rows, j], b, c[rows, j]], axis=1)
+
+
+def _fit_many(x: np.ndarray, ys: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(R, 3) array of (amp, b, c) per curve: a coarse grid in b, then a fine local grid per curve."""
+    out = np.empty((ys.shape[0], 3))
+    for lo in range(0, ys.shape[0], chunk):
+        part = ys[lo : lo + chunk]
+        coarse = _best(x, part, B_COARSE[None, :])
+        local = np.clip(coarse[:, 1:2] + B_LOCAL[None, :], 1e-6, B_MAX)
+        out[lo : lo + chunk] = _best(x, part, local)
+    return out
+
+
+def _fit_once(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """The point estimate: grid search, then Brent on the bracketing grid cells."""
+    amp0, b0, c0 = _fit_many(x, y[None, :])[0]
+    step = B_LOCAL[1] - B_LOCAL[0]
+
+    def loss(b: float) -> float:
+        return float(_profile(x, y[None, :], np.array([[b]]))[2][0, 0])
+
+    res = minimize_scalar(loss, bounds=(max(b0 - step, 1e-6), min(b0 + step, B_MAX)), method="bounded",
+                          options={"xatol": 1e-9})
+    if res.success and res.fun <= loss(b0):
+        amp, c, _ = _profile(x, y[None, :], np.array([[res.x]]))
+        return float(amp[0, 0]), float(res.x), float(c[0, 0])
+    return float(amp0), float(b0), float(c0)
 
 
 def fit_power_law(
@@ -120,8 +167,6 @@ def fit_power_law(
     scale = float(np.exp(np.mean(np.log(n))))  # fit in N / geometric-mean(N) for conditioning
     x = n / scale
     params = _fit_once(x, y)
-    if params is None:
-        raise FitError("least squares did not converge for any starting point")
     amp, b, c = params
     law = PowerLaw(a=amp * scale**b, b=b, c=c)
     fitted = _model(x, *params)
@@ -134,28 +179,26 @@ def fit_power_law(
     dof = len(y) - 3
     resid_sd = math.sqrt(ss_res / dof) if dof > 0 else 0.0
     sd = np.array([s if s is not None else resid_sd for s in (sigmas or [None] * len(y))], dtype=float)
-    if not np.any(sd > 0):
+    if n_boot <= 0 or not np.any(sd > 0):
         # No CIs and no degrees of freedom: nothing to resample; report the fit without intervals.
         return Fit(law, r2, {}, crossover, None, 0)
 
     rng = np.random.default_rng(seed)
-    draws, crosses = [], []
-    for _ in range(n_boot):
-        y_star = fitted + rng.normal(0.0, 1.0, size=len(y)) * sd
-        p_star = _fit_once(x, y_star, start=params) or _fit_once(x, y_star)
-        if p_star is None:
-            continue
-        law_star = PowerLaw(p_star[0] * scale ** p_star[1], p_star[1], p_star[2])
-        draws.append((law_star.a, law_star.b, law_star.c))
-        if baseline_error is not None:
-            e0 = baseline_error + (rng.normal() * baseline_sigma if baseline_sigma else 0.0)
-            cross = law_star.crossover(e0)
-            crosses.append(math.inf if cross is None else cross)
-    arr = np.asarray(draws)
-    ci = {k: (float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5)))
+    y_star = fitted[None, :] + rng.normal(0.0, 1.0, size=(n_boot, len(y))) * sd[None, :]
+    draws = _fit_many(x, y_star)
+    draws[:, 0] *= np.power(scale, draws[:, 1])  # amp -> a in images
+    ci = {k: (float(np.percentile(draws[:, i], 2.5)), float(np.percentile(draws[:, i], 97.5)))
           for i, k in enumerate("abc")}
+    crosses: list[float] = []
+    if baseline_error is not None:
+        e0 = baseline_error + (rng.normal(size=n_boot) * baseline_sigma if baseline_sigma else 0.0)
+        for (a_s, b_s, c_s), e in zip(draws, np.broadcast_to(e0, (n_boot,)), strict=True):
+            cross = PowerLaw(float(a_s), float(b_s), float(c_s)).crossover(float(e))
+            crosses.append(math.inf if cross is None else cross)
     cross_ci = None
     if crosses:
-        lo, hi = np.percentile(np.asarray(crosses), [2.5, 97.5])
+        capped = np.minimum(np.asarray(crosses), np.finfo(float).max)  # inf: never crosses
+        lo, hi = np.percentile(capped, [2.5, 97.5])
+        lo, hi = (math.inf if v >= np.finfo(float).max else v for v in (lo, hi))
         cross_ci = (float(lo), float(hi) if math.isfinite(hi) else None) if math.isfinite(lo) else None
-    return Fit(law, r2, ci, crossover, cross_ci, len(draws))
+    return Fit(law, r2, ci, crossover, cross_ci, n_boot)

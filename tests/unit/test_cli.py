@@ -1,0 +1,107 @@
+"""The `radscale` CLI contract: validate, crd, plan, --version, as users and pipelines call it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from radscale import __version__
+from radscale.operator import crd
+from tests.conftest import EXAMPLES, REPO, edit, load_yaml
+
+RADSCALE = shutil.which("radscale", path=str(REPO / ".venv" / "bin")) or shutil.which("radscale")
+
+
+def run(*args: str, cwd=REPO) -> subprocess.CompletedProcess[str]:
+    cmd = [RADSCALE, *args] if RADSCALE else [sys.executable, "-m", "radscale.operator.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"radscale {__version__}"
+
+
+def test_validate_accepts_the_examples():
+    out = run("validate", str(EXAMPLES / "study.yaml"), str(EXAMPLES / "study-local.yaml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == ""
+
+
+def test_validate_prints_one_line_per_problem(tmp_path):
+    doc = edit(load_yaml(EXAMPLES / "study.yaml"), {"spec.retries": 99, "spec.encoders[1].paradigm": "mae"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    out = run("validate", str(bad))
+    assert out.returncode == 1
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith("spec.retries: ") for line in lines)
+    assert any(line.startswith("spec.encoders[1].paradigm: ") for line in lines)
+    assert "2 problem(s)" in out.stderr
+
+
+def test_validate_fails_if_any_file_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(edit(load_yaml(EXAMPLES / "study.yaml"), {"spec.sizes": []})))
+    out = run("validate", str(EXAMPLES / "study.yaml"), str(bad))
+    assert out.returncode == 1 and out.stdout.startswith("spec.sizes: ")
+
+
+def test_validate_reports_cross_field_rules(tmp_path):
+    doc = edit(load_yaml(EXAMPLES / "study.yaml"), {"spec.computeBudget.steps": 100},)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    out = run("validate", str(bad))
+    assert out.returncode == 1
+    assert "spec.computeBudget.steps: budget too small" in out.stdout
+
+
+def test_validate_missing_file_and_bad_yaml(tmp_path):
+    out = run("validate", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 1 and "nope.yaml" in out.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("spec: [unclosed\n")
+    out = run("validate", str(broken))
+    assert out.returncode == 1 and "not valid YAML at line" in out.stdout
+
+
+def test_crd_prints_the_rendered_crd():
+    out = run("crd")
+    assert out.returncode == 0
+    assert yaml.safe_load(out.stdout) == crd.crd()
+
+
+def test_plan_json_is_machine_readable():
+    out = run("plan", str(EXAMPLES / "study.yaml"), "--json")
+    assert out.returncode == 0
+    data = json.loads(out.stdout)
+    assert data["study"] == "cxr" and len(data["cells"]) == 12
+    assert data["budget"]["images"] == 50000 * 512
+    first = data["cells"][1]
+    assert first == {"cell": "cxr-rad-dino-30k", "encoder": "rad-dino", "size": 30000,
+                     "stages": ["pretrain", "evaluate"], "rayJobs": ["cxr-rad-dino-30k-pt", "cxr-rad-dino-30k-ev"]}
+
+
+def test_plan_table_for_people():
+    out = run("plan", str(EXAMPLES / "study-local.yaml"))
+    assert out.returncode == 0
+    assert "cxr-local-dino-100-pt -> cxr-local-dino-100-ev" in out.stdout
+    assert "constant compute: 40 steps x 32 = 1,280 images" in out.stdout
+
+
+def test_plan_refuses_an_invalid_study(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(edit(load_yaml(EXAMPLES / "study.yaml"), {"spec.attention": "flash"})))
+    out = run("plan", str(bad))
+    assert out.returncode == 1 and "spec.attention" in out.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"]])
+def test_usage_errors_exit_2(args):
+    assert run(*args).returncode == 2

@@ -1,0 +1,62 @@
+"""The control plane stays light: it never imports the data plane or its libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+HEAVY = ("torch", "ray", "timm", "triton")
+CONTROL_PLANE = sorted((REPO / "operator").rglob("*.py")) + sorted((REPO / "radscale").rglob("*.py"))
+
+
+def _imports(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("path", CONTROL_PLANE, ids=lambda p: str(p.relative_to(REPO)))
+def test_control_plane_source_never_imports_the_data_plane(path):
+    for name in _imports(path):
+        top = name.split(".")[0]
+        assert top not in HEAVY, f"{path.name} imports {name}"
+        assert not name.startswith("radscale.trainer"), f"{path.name} imports {name}"
+
+
+def test_importing_the_operator_loads_no_heavy_module():
+    code = (
+        "import sys, importlib, pkgutil, radscale.operator as op, radscale.cells\n"
+        "for m in pkgutil.iter_modules(op.__path__):\n"
+        "    importlib.import_module('radscale.operator.' + m.name)\n"
+        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == ""
+
+
+def test_operator_folder_never_shadows_the_stdlib_operator():
+    # From the repo root, where the working directory is sys.path[0] and ./operator/ sits in it.
+    code = "import operator, radscale.operator as o; print(operator.__file__); print(o.__file__)"
+    env_py = sys.executable
+    out = subprocess.run([env_py, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    stdlib_file, ours = out.stdout.split()
+    assert "site-packages" not in stdlib_file and not stdlib_file.startswith(str(REPO))
+    assert ours == str(REPO / "operator" / "__init__.py")
+
+
+def test_no_top_level_operator_or_trainer_package_is_installed():
+    from importlib.metadata import distribution
+
+    dist = distribution("radscale")
+    top = (dist.read_text("top_level.txt") or "").split()
+    assert "operator" not in top and "trainer" not in top

@@ -54,6 +54,12 @@ def test_operator_folder_never_shadows_the_stdlib_operator():
     assert ours == str(REPO / "operator" / "__init__.py")
 
 
+def test_a_bare_interpreter_in_the_repo_root_still_gets_the_stdlib_operator():
+    # -S: no site, so nothing preloads the stdlib module; the repo root is sys.path[0].
+    code = "import collections, operator; assert operator.eq(2, 2) and operator.itemgetter(1)([0, 7]) == 7"
+    subprocess.run([sys.executable, "-S", "-c", code], check=True, cwd=REPO, capture_output=True)
+
+
 def test_no_top_level_operator_or_trainer_package_is_installed():
     from importlib.metadata import distribution
 

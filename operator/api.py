@@ -534,7 +534,7 @@ class CellStatus(StatusModel):
 
 class Interval(StatusModel):
     low: float
-    high: float
+    high: float | None = Field(None, description="Upper bound; null means unbounded (e.g. never crosses).")
 
 
 class FitStatus(StatusModel):

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# CI has no GPU: Triton kernels run in the interpreter. It is read when kernels are defined (at
+# import), so it must be set before any test module imports them.
+if not Path("/dev/nvidiactl").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -1,0 +1,421 @@
+"""Fused flash attention in Triton: forward and backward, any length, packed variable-length.
+
+Non-causal attention for ViT encoders. One launch handles a whole DINOv2 multi-crop batch
+(2 x 257 + 8 x 50 tokens per image) packed along the token axis with ``cu_seqlens`` offsets:
+no padding, no attention across sequences. Online softmax in the log2 domain; the forward
+saves the log-sum-exp, and the backward recomputes probabilities from it (FlashAttention-2):
+one kernel accumulates dK/dV per key block, another dQ per query block, so no atomics.
+
+Layouts: dense ``(B, H, N, D)`` (as SDPA, any strides) or packed ``(T, H, D)`` with
+``cu_seqlens`` (int32, ``S + 1`` offsets) and ``max_seqlen``. head_dim 32/64/128; fp32, fp16,
+bf16 (fp32 tiles use IEEE dots). Everything else, and every non-CUDA tensor unless the Triton
+interpreter is on (``TRITON_INTERPRET=1``), goes to PyTorch SDPA; the reason is logged once.
+
+File order follows Triton's fused-attention tutorial: kernels, launch helpers, the autograd
+Function, the public dispatcher. The reference is in :mod:`.reference`; the benchmark in
+``bench/attention.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+log = logging.getLogger(__name__)
+
+LOG2E = 1.4426950408889634
+SUPPORTED_HEAD_DIMS = (32, 64, 128)
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+Backend = Literal["auto", "triton", "sdpa"]
+
+# Tests flip this to fill every buffer the kernels write with NaN first: an unwritten element fails.
+POISON = False
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ---- kernels ------------------------------------------------------------------------------
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, O, LSE, CU,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_ob, stride_ot, stride_oh, stride_od,
+    stride_lb, stride_lh,
+    seqlen_dense, qk_scale,
+    H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    VARLEN: tl.constexpr, IEEE: tl.constexpr,
+):
+    start_m = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = (off_bh // H).to(tl.int64)
+    h = (off_bh % H).to(tl.int64)
+    if VARLEN:
+        start = tl.load(CU + b).to(tl.int64)
+        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
+    else:
+        start = tl.zeros([], dtype=tl.int64)
+        seqlen = seqlen_dense
+    if start_m * BLOCK_M >= seqlen:
+        return
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_mask = offs_m < seqlen
+
+    q_ptrs = Q + b * stride_qb + h * stride_qh + (start + offs_m[:, None]) * stride_qt + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=m_mask[:, None], other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    k_base = K + b * stride_kb + h * stride_kh + offs_d[None, :] * stride_kd
+    v_base = V + b * stride_vb + h * stride_vh + offs_d[None, :] * stride_vd
+    for start_n in range(0, seqlen, BLOCK_N):
+        cols = start_n + offs_n
+        n_mask = cols < seqlen
+        k = tl.load(k_base + (start + cols[:, None]) * stride_kt, mask=n_mask[:, None], other=0.0)
+        v = tl.load(v_base + (start + cols[:, None]) * stride_vt, mask=n_mask[:, None], other=0.0)
+        # -- compute qk (log2 domain), mask the tail --
+        qk = tl.dot(q, tl.trans(k), input_precision="ieee") if IEEE else tl.dot(q, tl.trans(k))
+        qk = tl.where(n_mask[None, :], qk * qk_scale, float("-inf"))
+        # -- online softmax --
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        pv = tl.dot(p.to(v.dtype), v, input_precision="ieee") if IEEE else tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
+    # -- epilogue --
+    acc = acc / l_i[:, None]
+    o_ptrs = O + b * stride_ob + h * stride_oh + (start + offs_m[:, None]) * stride_ot + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=m_mask[:, None])
+    tl.store(LSE + b * stride_lb + h * stride_lh + start + offs_m, m_i + tl.math.log2(l_i), mask=m_mask)
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, DO, DK, DV, LSE, DELTA, CU,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    stride_lb, stride_lh,
+    seqlen_dense, qk_scale, sm_scale,
+    H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    VARLEN: tl.constexpr, IEEE: tl.constexpr,
+):
+    """One key block: loop over every query block, accumulate dK and dV (same strides as K/V)."""
+    start_n = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = (off_bh // H).to(tl.int64)
+    h = (off_bh % H).to(tl.int64)
+    if VARLEN:
+        start = tl.load(CU + b).to(tl.int64)
+        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
+    else:
+        start = tl.zeros([], dtype=tl.int64)
+        seqlen = seqlen_dense
+    if start_n * BLOCK_N >= seqlen:
+        return
+    offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    n_mask = offs_n < seqlen
+
+    kv_rows = start + offs_n[:, None]
+    k = tl.load(K + b * stride_kb + h * stride_kh + kv_rows * stride_kt + offs_d[None, :] * stride_kd,
+                mask=n_mask[:, None], other=0.0)
+    v = tl.load(V + b * stride_vb + h * stride_vh + kv_rows * stride_vt + offs_d[None, :] * stride_vd,
+                mask=n_mask[:, None], other=0.0)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    q_base = Q + b * stride_qb + h * stride_qh + offs_d[None, :] * stride_qd
+    do_base = DO + b * stride_dob + h * stride_doh + offs_d[None, :] * stride_dod
+    l_base = b * stride_lb + h * stride_lh + start
+    for start_m in range(0, seqlen, BLOCK_M):
+        rows = start_m + offs_m
+        m_mask = rows < seqlen
+        q = tl.load(q_base + (start + rows[:, None]) * stride_qt, mask=m_mask[:, None], other=0.0)
+        do = tl.load(do_base + (start + rows[:, None]) * stride_dot, mask=m_mask[:, None], other=0.0)
+        lse = tl.load(LSE + l_base + rows, mask=m_mask, other=0.0)
+        delta = tl.load(DELTA + l_base + rows, mask=m_mask, other=0.0)
+        # -- recompute p^T from the saved log-sum-exp --
+        qkT = tl.dot(k, tl.trans(q), input_precision="ieee") if IEEE else tl.dot(k, tl.trans(q))
+        pT = tl.math.exp2(qkT * qk_scale - lse[None, :])
+        pT = tl.where(m_mask[None, :] & n_mask[:, None], pT, 0.0)
+        # -- dV += P^T dO ; dP^T = V dO^T ; dS^T = P^T (dP^T - delta) ; dK += dS^T Q --
+        if IEEE:
+            dv += tl.dot(pT.to(do.dtype), do, input_precision="ieee")
+            dpT = tl.dot(v, tl.trans(do), input_precision="ieee")
+        else:
+            dv += tl.dot(pT.to(do.dtype), do)
+            dpT = tl.dot(v, tl.trans(do))
+        dsT = pT * (dpT - delta[None, :])
+        if IEEE:
+            dk += tl.dot(dsT.to(q.dtype), q, input_precision="ieee")
+        else:
+            dk += tl.dot(dsT.to(q.dtype), q)
+    dk *= sm_scale
+    tl.store(DK + b * stride_kb + h * stride_kh + kv_rows * stride_kt + offs_d[None, :] * stride_kd,
+             dk.to(DK.dtype.element_ty), mask=n_mask[:, None])
+    tl.store(DV + b * stride_vb + h * stride_vh + kv_rows * stride_vt + offs_d[None, :] * stride_vd,
+             dv.to(DV.dtype.element_ty), mask=n_mask[:, None])
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, DO, DQ, LSE, DELTA, CU,
+    stride_qb, stride_qt, stride_qh, stride_qd,
+    stride_kb, stride_kt, stride_kh, stride_kd,
+    stride_vb, stride_vt, stride_vh, stride_vd,
+    stride_dob, stride_dot, stride_doh, stride_dod,
+    stride_lb, stride_lh,
+    seqlen_dense, qk_scale, sm_scale,
+    H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    VARLEN: tl.constexpr, IEEE: tl.constexpr,
+):
+    """One query block: loop over every key block, accumulate dQ (same strides as Q)."""
+    start_m = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = (off_bh // H).to(tl.int64)
+    h = (off_bh % H).to(tl.int64)
+    if VARLEN:
+        start = tl.load(CU + b).to(tl.int64)
+        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
+    else:
+        start = tl.zeros([], dtype=tl.int64)
+        seqlen = seqlen_dense
+    if start_m * BLOCK_M >= seqlen:
+        return
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_mask = offs_m < seqlen
+
+    q_rows = start + offs_m[:, None]
+    q = tl.load(Q + b * stride_qb + h * stride_qh + q_rows * stride_qt + offs_d[None, :] * stride_qd,
+                mask=m_mask[:, None], other=0.0)
+    do = tl.load(DO + b * stride_dob + h * stride_doh + q_rows * stride_dot + offs_d[None, :] * stride_dod,
+                 mask=m_mask[:, None], other=0.0)
+    l_off = b * stride_lb + h * stride_lh + start + offs_m
+    lse = tl.load(LSE + l_off, mask=m_mask, other=0.0)
+    delta = tl.load(DELTA + l_off, mask=m_mask, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    k_base = K + b * stride_kb + h * stride_kh + offs_d[None, :] * stride_kd
+    v_base = V + b * stride_vb + h * stride_vh + offs_d[None, :] * stride_vd
+    for start_n in range(0, seqlen, BLOCK_N):
+        cols = start_n + offs_n
+        n_mask = cols < seqlen
+        k = tl.load(k_base + (start + cols[:, None]) * stride_kt, mask=n_mask[:, None], other=0.0)
+        v = tl.load(v_base + (start + cols[:, None]) * stride_vt, mask=n_mask[:, None], other=0.0)
+        # -- recompute p ; dP = dO V^T ; dS = P (dP - delta) ; dQ += dS K --
+        if IEEE:
+            qk = tl.dot(q, tl.trans(k), input_precision="ieee")
+            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        else:
+            qk = tl.dot(q, tl.trans(k))
+            dp = tl.dot(do, tl.trans(v))
+        p = tl.math.exp2(qk * qk_scale - lse[:, None])
+        p = tl.where(n_mask[None, :], p, 0.0)
+        ds = p * (dp - delta[:, None])
+        if IEEE:
+            dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
+        else:
+            dq += tl.dot(ds.to(k.dtype), k)
+    dq *= sm_scale
+    tl.store(DQ + b * stride_qb + h * stride_qh + q_rows * stride_qt + offs_d[None, :] * stride_qd,
+             dq.to(DQ.dtype.element_ty), mask=m_mask[:, None])
+
+
+# ---- launch helpers -----------------------------------------------------------------------
+
+
+def _blocks(head_dim: int) -> dict[str, int]:
+    # 64x64 tiles keep fp32 accumulators plus q/k/v tiles in registers for d=128 on Hopper;
+    # larger query tiles pay off for d<=64. Not autotuned: the interpreter would run every config.
+    if head_dim <= 64:
+        return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+
+
+def _bwd_blocks(head_dim: int) -> dict[str, int]:
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2 if head_dim > 64 else 3}
+
+
+def _empty_like(t: torch.Tensor, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None):
+    shape = tuple(t.shape) if shape is None else shape
+    out = torch.empty(shape, dtype=dtype or t.dtype, device=t.device)
+    return out.fill_(float("nan")) if POISON else out
+
+
+def _strides4(t: torch.Tensor, varlen: bool) -> tuple[int, int, int, int]:
+    """(batch, token, head, dim) strides; packed tensors have no batch axis."""
+    if varlen:
+        return (0, t.stride(0), t.stride(1), t.stride(2))
+    return (t.stride(0), t.stride(2), t.stride(1), t.stride(3))
+
+
+def _geometry(q: torch.Tensor, cu_seqlens: torch.Tensor | None, max_seqlen: int | None):
+    if cu_seqlens is not None:
+        n_seq = cu_seqlens.numel() - 1
+        heads = q.shape[1]
+        seqlen = int(max_seqlen) if max_seqlen is not None else int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+        return n_seq, heads, seqlen
+    return q.shape[0], q.shape[1], q.shape[2]
+
+
+def _forward(q, k, v, cu_seqlens, max_seqlen, scale):
+    varlen = cu_seqlens is not None
+    n_seq, heads, seqlen = _geometry(q, cu_seqlens, max_seqlen)
+    head_dim = q.shape[-1]
+    o = _empty_like(q, tuple(q.shape))
+    if varlen:  # (H, T): one row per head, sequences at their token offsets
+        lse = _empty_like(q, (heads, q.shape[0]), torch.float32)
+        lse_strides = (0, lse.stride(0))
+    else:
+        lse = _empty_like(q, (n_seq, heads, seqlen), torch.float32)
+        lse_strides = (lse.stride(0), lse.stride(1))
+    cfg = _blocks(head_dim)
+    grid = (triton.cdiv(seqlen, cfg["BLOCK_M"]), n_seq * heads)
+    cu = cu_seqlens if varlen else q  # unused when not VARLEN
+    _attn_fwd[grid](
+        q, k, v, o, lse, cu,
+        *_strides4(q, varlen), *_strides4(k, varlen), *_strides4(v, varlen), *_strides4(o, varlen),
+        *lse_strides, seqlen, scale * LOG2E,
+        H=heads, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        VARLEN=varlen, IEEE=q.dtype == torch.float32,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return o, lse
+
+
+def _backward(do, q, k, v, o, lse, cu_seqlens, max_seqlen, scale):
+    varlen = cu_seqlens is not None
+    n_seq, heads, seqlen = _geometry(q, cu_seqlens, max_seqlen)
+    head_dim = q.shape[-1]
+    # delta_i = rowsum(dO_i * O_i), laid out like the log-sum-exp
+    delta = (do.float() * o.float()).sum(-1)
+    delta = delta.transpose(0, 1).contiguous() if varlen else delta.contiguous()
+    lse_strides = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
+    dq, dk, dv = _empty_like(q), _empty_like(k), _empty_like(v)
+    cfg = _bwd_blocks(head_dim)
+    cu = cu_seqlens if varlen else q
+    common = dict(H=heads, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], VARLEN=varlen,
+                  IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    strides = (*_strides4(q, varlen), *_strides4(k, varlen), *_strides4(v, varlen), *_strides4(do, varlen),
+               *lse_strides, seqlen, scale * LOG2E, scale)
+    # dk/dv share k/v's strides (allocated like them), dq shares q's.
+    assert dk.stride() == k.stride() and dv.stride() == v.stride() and dq.stride() == q.stride()
+    _attn_bwd_dkdv[(triton.cdiv(seqlen, cfg["BLOCK_N"]), n_seq * heads)](
+        q, k, v, do, dk, dv, lse, delta, cu, *strides, **common)
+    _attn_bwd_dq[(triton.cdiv(seqlen, cfg["BLOCK_M"]), n_seq * heads)](
+        q, k, v, do, dq, lse, delta, cu, *strides, **common)
+    return dq, dk, dv
+
+
+# ---- autograd Function ------------------------------------------------------------------------
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens, max_seqlen, scale):
+        # Contiguous inputs make dq/dk/dv (allocated like them) share their strides.
+        q, k, v = (t.contiguous() for t in (q, k, v))
+        o, lse = _forward(q, k, v, cu_seqlens, max_seqlen, scale)
+        ctx.save_for_backward(q, k, v, o, lse, cu_seqlens)
+        ctx.max_seqlen, ctx.scale = max_seqlen, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, o, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def flash_attention(q, k, v, cu_seqlens=None, max_seqlen=None, scale=None):
+    """The Triton path, no fallback: dense (B, H, N, D) or packed (T, H, D) + cu_seqlens."""
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if cu_seqlens is not None:
+        cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
+        if max_seqlen is None:
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return _FlashAttention.apply(q, k, v, cu_seqlens, max_seqlen, scale)
+
+
+# ---- dispatcher -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _note_fallback(reason: str) -> None:
+    log.info("attention: using PyTorch SDPA (%s)", reason)
+
+
+def unsupported_reason(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
+    """Why the Triton kernel cannot take these tensors, or None if it can."""
+    if not (q.is_cuda or _interpreting()):
+        return f"tensors on {q.device.type} and the Triton interpreter is off"
+    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        return f"head_dim {q.shape[-1]} not in {SUPPORTED_HEAD_DIMS}"
+    if q.dtype not in SUPPORTED_DTYPES or not (q.dtype == k.dtype == v.dtype):
+        return f"dtype {q.dtype}/{k.dtype}/{v.dtype}"
+    if not (q.shape == k.shape == v.shape):
+        return "q, k, v shapes differ (cross-attention)"
+    return None
+
+
+def _sdpa_varlen(q, k, v, cu_seqlens, scale):
+    """Block-diagonal attention with SDPA: sequences of equal length are batched together."""
+    bounds = cu_seqlens.tolist()
+    lengths = [e - s for s, e in itertools.pairwise(bounds)]
+    out = torch.empty_like(q)
+    by_len: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_len.setdefault(n, []).append(i)
+    for n, seqs in by_len.items():
+        idx = torch.cat([torch.arange(bounds[i], bounds[i] + n, device=q.device) for i in seqs])
+        qs, ks, vs = (t[idx].view(len(seqs), n, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qs, ks, vs, scale=scale)  # S H n D
+        out[idx] = o.transpose(1, 2).reshape(len(seqs) * n, *q.shape[1:])
+    return out
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int | None = None,
+    scale: float | None = None,
+    backend: Backend = "auto",
+) -> torch.Tensor:
+    """Non-causal attention. Dense ``(B, H, N, D)``, or packed ``(T, H, D)`` with ``cu_seqlens``.
+
+    ``auto`` uses the Triton kernel where it applies (CUDA, or the interpreter) and SDPA
+    otherwise; ``triton`` insists (raising where it cannot run); ``sdpa`` never uses Triton.
+    """
+    if backend != "sdpa":
+        reason = unsupported_reason(q, k, v)
+        if reason is None:
+            return flash_attention(q, k, v, cu_seqlens, max_seqlen, scale)
+        if backend == "triton":
+            raise ValueError(f"attention backend 'triton' cannot run here: {reason}")
+        _note_fallback(reason)
+    if cu_seqlens is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return _sdpa_varlen(q, k, v, cu_seqlens, scale)

@@ -1,0 +1,1 @@
+"""Models: image encoders (:mod:`.encoders`); text towers arrive with the pretraining stage."""

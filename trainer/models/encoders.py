@@ -1,0 +1,293 @@
+"""Image encoders: timm ViTs built offline, running radscale's attention, with multi-crop packing.
+
+- :func:`build_encoder` creates a timm model by name (``pretrained=False``: architecture only),
+  swaps every standard timm ``Attention`` for :class:`RadscaleAttention` (same parameters and
+  state-dict keys, our kernel inside), and loads weights from a URI when one is named.
+- :meth:`Encoder.forward_multicrop` embeds crops of different resolutions (interpolated position
+  embeddings), packs all their tokens into one sequence with ``cu_seqlens``, runs the blocks
+  once, and unpacks CLS + patch tokens per crop: DINOv2's 2 global + 8 local crops in one pass.
+- :func:`load_weights` reads safetensors or a torch state dict from a path, an fsspec URL
+  (``s3://``) or ``hf-hub:ORG/NAME``; it remaps known checkpoint layouts and names every missing
+  or unexpected key when they do not fit. Nothing is downloaded unless a URI names it.
+
+I/O: only :func:`load_weights` / :func:`save_weights`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import io
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import fsspec
+import timm
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from timm.layers.attention import Attention as TimmAttention
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from radscale.trainer.kernels.attention import Backend, attention
+
+log = logging.getLogger(__name__)
+
+# (cu_seqlens, max_seqlen) while a packed multi-crop batch runs through the blocks.
+_PACKING: contextvars.ContextVar[tuple[torch.Tensor, int] | None] = contextvars.ContextVar(
+    "radscale_packing", default=None
+)
+
+
+@contextlib.contextmanager
+def packed(cu_seqlens: torch.Tensor, max_seqlen: int) -> Iterator[None]:
+    """Within this block, every RadscaleAttention treats its (1, T, C) input as packed sequences."""
+    token = _PACKING.set((cu_seqlens, max_seqlen))
+    try:
+        yield
+    finally:
+        _PACKING.reset(token)
+
+
+class RadscaleAttention(TimmAttention):
+    """timm's standard Attention with the core routed through :func:`attention`.
+
+    The qkv projection, q/k norm, optional gate, output norm, projection and dropouts are timm's
+    own modules, so parameters and state-dict keys are unchanged. Attention-probability dropout
+    and explicit masks have no kernel: those calls go to timm's implementation.
+    """
+
+    attn_backend: Backend = "auto"
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
+        packing = _PACKING.get()
+        if attn_mask is not None or is_causal or (self.training and self.attn_drop.p > 0):
+            if packing is not None:
+                raise ValueError("packed multi-crop does not support attention masks or attention dropout")
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        b, n, _ = x.shape
+        gate = self.gate(x).sigmoid() if self.gate is not None else None
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        if packing is not None:
+            cu_seqlens, max_seqlen = packing
+            q, k, v = qkv[0].unbind(1)  # T H D each
+            q, k = self.q_norm(q), self.k_norm(k)
+            out = attention(q, k, v, cu_seqlens, max_seqlen, scale=self.scale, backend=self.attn_backend)
+            out = out.reshape(1, n, self.attn_dim)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # B H N D each
+            q, k = self.q_norm(q), self.k_norm(k)
+            out = attention(q, k, v, scale=self.scale, backend=self.attn_backend)
+            out = out.transpose(1, 2).reshape(b, n, self.attn_dim)
+        out = self.norm(out)
+        if gate is not None:
+            out = out * gate
+        return self.proj_drop(self.proj(out))
+
+
+def swap_attention(model: nn.Module, backend: Backend = "auto") -> int:
+    """Route every standard timm Attention in ``model`` through radscale's; returns how many."""
+    swapped = 0
+    for module in model.modules():
+        if type(module) in (TimmAttention, RadscaleAttention):
+            module.__class__ = RadscaleAttention
+            module.attn_backend = backend
+            swapped += 1
+    if swapped == 0:
+        log.warning("%s has no standard timm Attention; it keeps its own attention", type(model).__name__)
+    return swapped
+
+
+# ---- weights ----------------------------------------------------------------------------------
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be read or do not fit the architecture."""
+
+
+WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module")
+STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "model.", "trunk.", "visual.trunk.")
+
+
+def _read_bytes(uri: str, storage_options: dict[str, Any] | None) -> bytes:
+    if uri.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download  # only when the user names a hub model
+
+        repo = uri.removeprefix("hf-hub:")
+        try:
+            return open(hf_hub_download(repo, "model.safetensors"), "rb").read()
+        except Exception as exc:
+            raise WeightsError(f"cannot fetch {uri}: {exc}") from exc
+    try:
+        with fsspec.open(uri, "rb", **(storage_options or {})) as fh:
+            return fh.read()
+    except FileNotFoundError as exc:
+        raise WeightsError(f"weights not found at {uri}; check the encoder's init URI") from exc
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights from {uri}: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse(blob: bytes, uri: str) -> dict[str, torch.Tensor]:
+    try:
+        return dict(load_safetensors(blob))
+    except Exception:
+        pass
+    try:
+        obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{uri} is neither a safetensors file nor a torch state dict ({exc})") from exc
+    for _ in range(3):  # unwrap {"state_dict": {...}}, {"teacher": {...}}, ...
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{uri} holds no state dict of tensors")
+    return obj
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in STRIP_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            return _strip_prefixes({k.removeprefix(prefix): v for k, v in sd.items()})
+    return sd
+
+
+def _listing(keys: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def load_weights(model: nn.Module, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Load ``uri`` into ``model`` or raise :class:`WeightsError` naming what does not fit."""
+    if uri == "none":
+        return
+    sd = _strip_prefixes(_parse(_read_bytes(uri, storage_options), uri))
+    # timm's own converter for this architecture (e.g. DINOv2 / OpenCLIP / BEiT layouts).
+    converter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if converter is not None:
+        try:
+            sd = converter(sd, model)
+        except Exception as exc:  # a layout the converter does not know: compare keys as they are
+            log.debug("checkpoint_filter_fn declined %s: %s", uri, exc)
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in sd and not k.startswith("head."))
+    unexpected = sorted(k for k in sd if k not in own and not k.startswith("head."))
+    wrong = sorted(k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or wrong:
+        parts = [f"weights at {uri} do not fit {type(model).__name__}"]
+        if missing:
+            parts.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        if wrong:
+            parts.append("shape mismatches: " + _listing(
+                [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+        raise WeightsError("; ".join(parts))
+    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+
+
+def save_weights(model: nn.Module, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write the model's state dict as safetensors to a path or fsspec URL."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with fsspec.open(uri, "wb", **(storage_options or {})) as fh:
+        fh.write(save_safetensors(tensors))
+
+
+# ---- the encoder --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Features:
+    """Per crop group: CLS (B, C) and patch tokens (B, N, C)."""
+
+    cls: torch.Tensor
+    patches: torch.Tensor
+
+
+class Encoder(nn.Module):
+    """One interface over a timm ViT: plain and multi-crop forwards returning CLS + patch tokens."""
+
+    def __init__(self, model: nn.Module, autocast_bf16: bool = False):
+        super().__init__()
+        self.model = model
+        self.embed_dim: int = model.num_features
+        self.num_prefix_tokens: int = getattr(model, "num_prefix_tokens", 1)
+        self.autocast_bf16 = autocast_bf16
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    def _autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        if self.autocast_bf16 and x.is_cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _split(self, tokens: torch.Tensor) -> Features:
+        return Features(cls=tokens[:, 0], patches=tokens[:, self.num_prefix_tokens:])
+
+    def forward(self, x: torch.Tensor) -> Features:
+        with self._autocast(x):
+            return self._split(self.model.forward_features(x))
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+
+    def forward_multicrop(self, crops: Sequence[torch.Tensor]) -> list[Features]:
+        """``crops``: tensors (B_i, C, H_i, W_i), one per resolution. All tokens run as one packed batch."""
+        with self._autocast(crops[0]):
+            groups = [self._embed(x) for x in crops]  # (B_i, N_i, C)
+            lengths = [n for g in groups for n in [g.shape[1]] * g.shape[0]]
+            cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
+                              device=crops[0].device)
+            x = torch.cat([g.reshape(-1, g.shape[-1]) for g in groups])[None]  # 1 T C
+            for blk in self.model.blocks:
+                if self.model.grad_checkpointing and self.training:
+                    x = checkpoint(_packed_block, blk, x, cu, max(lengths), use_reentrant=False)
+                else:
+                    x = _packed_block(blk, x, cu, max(lengths))
+            x = self.model.norm(x)[0]
+            out, offset = [], 0
+            for g in groups:
+                count = g.shape[0] * g.shape[1]
+                out.append(self._split(x[offset:offset + count].view(g.shape)))
+                offset += count
+            return out
+
+
+def _packed_block(blk: nn.Module, x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    # The packing is entered per block so that checkpoint recomputation (in backward) sees it too.
+    with packed(cu_seqlens, max_seqlen):
+        return blk(x)
+
+
+def build_encoder(
+    model_name: str,
+    *,
+    img_size: int,
+    attention_backend: Backend = "auto",
+    weights: str = "none",
+    storage_options: dict[str, Any] | None = None,
+    grad_checkpointing: bool = False,
+    autocast_bf16: bool = False,
+) -> Encoder:
+    """A timm architecture (no download), our attention inside, weights from ``weights`` if named."""
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "img_size": img_size}
+    try:
+        model = timm.create_model(model_name, dynamic_img_size=True, **kwargs)
+    except TypeError:  # not a ViT with dynamic position embeddings: fixed-size forward only
+        model = timm.create_model(model_name, **kwargs)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown timm architecture {model_name!r}: {exc}") from exc
+    swap_attention(model, attention_backend)
+    load_weights(model, weights, storage_options)
+    encoder = Encoder(model, autocast_bf16=autocast_bf16)
+    if grad_checkpointing:
+        encoder.set_grad_checkpointing(True)
+    return encoder

@@ -144,6 +144,27 @@ def test_torch_state_dict_with_wrapper_and_prefix(tmp_path):
         assert torch.equal(v, dst.model.state_dict()[k]), k
 
 
+def test_dinov2_training_checkpoint_loads_its_teacher_backbone(tmp_path):
+    """DINOv2's teacher_checkpoint.pth: {"teacher": {"backbone.*", "dino_head.*", "ibot_head.*"}}."""
+    src = build_encoder("vit_small_patch14_dinov2", img_size=28, attention_backend="sdpa")
+    teacher = {f"backbone.{k}": v for k, v in src.model.state_dict().items()}
+    teacher["dino_head.mlp.0.weight"] = torch.zeros(4, 384)
+    teacher["ibot_head.last_layer.weight_g"] = torch.zeros(4, 1)
+    torch.save({"teacher": teacher, "iteration": 1000}, tmp_path / "teacher_checkpoint.pth")
+    dst = build_encoder("vit_small_patch14_dinov2", img_size=28, attention_backend="sdpa",
+                        weights=str(tmp_path / "teacher_checkpoint.pth"))
+    for k, v in src.model.state_dict().items():
+        assert torch.equal(v, dst.model.state_dict()[k]), k
+
+
+def test_encoder_from_spec():
+    from radscale.operator.api import EncoderSpec
+
+    spec = EncoderSpec(name="rad-dino", paradigm="dino", model="vit_small_patch14_dinov2", image_size=56)
+    enc = enc_mod.encoder_from_spec(spec, attention_backend="sdpa")
+    assert enc.embed_dim == 384 and enc.model.patch_embed.img_size == (56, 56)
+
+
 def test_mismatched_weights_name_missing_and_unexpected_keys(tmp_path):
     other = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=28)
     enc_mod.save_weights(other, str(tmp_path / "small.safetensors"))

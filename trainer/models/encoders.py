@@ -111,6 +111,8 @@ class WeightsError(ValueError):
 
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "module")
 STRIP_PREFIXES = ("module.", "backbone.", "encoder.", "model.", "trunk.", "visual.trunk.")
+# Training checkpoints keep heads beside the backbone (DINOv2: dino_head/ibot_head); an image tower drops them.
+HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.", "heads.", "text.", "logit_scale", "projector.")
 
 
 def _read_bytes(uri: str, storage_options: dict[str, Any] | None) -> bytes:
@@ -152,9 +154,11 @@ def _parse(blob: bytes, uri: str) -> dict[str, torch.Tensor]:
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Unwrap 'module.'-style prefixes; with heads beside a prefixed backbone, keep the backbone."""
     for prefix in STRIP_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            return _strip_prefixes({k.removeprefix(prefix): v for k, v in sd.items()})
+        inside = [k for k in sd if k.startswith(prefix)]
+        if inside and all(k.startswith(prefix) or k.startswith(HEAD_PREFIXES) for k in sd):
+            return _strip_prefixes({k.removeprefix(prefix): sd[k] for k in inside})
     return sd
 
 
@@ -265,6 +269,13 @@ def _packed_block(blk: nn.Module, x: torch.Tensor, cu_seqlens: torch.Tensor, max
     # The packing is entered per block so that checkpoint recomputation (in backward) sees it too.
     with packed(cu_seqlens, max_seqlen):
         return blk(x)
+
+
+def encoder_from_spec(spec: Any, attention_backend: Backend = "auto", weights: str | None = None,
+                      **kwargs: Any) -> Encoder:
+    """Build from an ``EncoderSpec`` (radscale.operator.api): its model, image size and init weights."""
+    return build_encoder(spec.model, img_size=spec.image_size, attention_backend=attention_backend,
+                         weights=spec.init if weights is None else weights, **kwargs)
 
 
 def build_encoder(

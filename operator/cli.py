@@ -3,6 +3,7 @@
     radscale validate FILE...        exit 0, or 1 with one 'path.to.field: message' line per problem
     radscale crd [--docs]            the CRD YAML (or the API reference markdown) on stdout
     radscale plan FILE [--json]      the planned cells and their RayJobs
+    radscale phantom --out DIR --images N [--seed S] [--size PX]   a phantom chest X-ray corpus
     radscale --version
 """
 
@@ -108,6 +109,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phantom(args: argparse.Namespace) -> int:
+    # The generator is data-plane code: run it as a child process, as RayJobs run the trainer,
+    # so the control plane imports nothing of the data plane.
+    import subprocess
+
+    argv = ["--out", args.out, "--images", str(args.images), "--seed", str(args.seed), "--size", str(args.size)]
+    return subprocess.call([sys.executable, "-m", "radscale.trainer.data.phantom", *argv])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radscale", description="Data-scaling studies of radiology foundation models."
@@ -128,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("phantom", help="write a phantom chest X-ray corpus (DICOM + manifest)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256)
+    p.set_defaults(func=cmd_phantom)
     return parser
 
 

@@ -1,0 +1,231 @@
+"""Prepare once, reuse everywhere: decode every image with Ray Data into Parquet shards plus an index.
+
+Layout under the prepared URI (``<output>/prep/<fingerprint>/``)::
+
+    index.json          fingerprint, parameters, counts, skips by reason, split sizes, shard files
+    pool/*.parquet      the pretraining pool in its nested order: size N is the first N rows
+    eval/*.parquet      probe train/val/test rows (column ``split``)
+
+Rows carry the image (uint16, prep size square, row-major bytes), the labels, the report, a hashed
+patient id, the view and any masks (uint8). Writing the pool in nested order makes a subset a
+prefix of the shard files, so a 30k cell reads 30k images, not the whole pool.
+
+The fingerprint covers the manifest's content, the prep parameters and the code version; a prepare
+whose fingerprint already has an index does no decoding at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radscale import __version__
+from radscale.trainer import storage
+from radscale.trainer.data import dicom, split
+from radscale.trainer.data.ids import hash_id
+from radscale.trainer.data.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+PREP_FORMAT = 1
+SHARD_ROWS = 256
+INDEX = "index.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepParams:
+    prep_size: int
+    eval_fraction: float
+    seed: int
+
+
+def fingerprint(manifest_hash: str, params: PrepParams) -> str:
+    key = json.dumps({"manifest": manifest_hash, "params": dataclasses.asdict(params), "format": PREP_FORMAT,
+                      "code": __version__}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def center_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Crop the longer side to ``size`` around the centre (the shorter side already is ``size``)."""
+    h, w = img.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[top:top + size, left:left + size]
+
+
+def _load_mask(uri: str, size: int, endpoint: str | None) -> bytes:
+    from PIL import Image
+
+    fs, path = storage.filesystem(uri, endpoint)
+    with fs.open(path, "rb") as fh:
+        mask = Image.open(io.BytesIO(fh.read())).convert("L")
+    scale = size / min(mask.size)
+    mask = mask.resize((max(1, round(mask.size[0] * scale)), max(1, round(mask.size[1] * scale))),
+                       Image.Resampling.NEAREST)
+    return (center_square(np.asarray(mask) > 127, size)).astype(np.uint8).tobytes()
+
+
+def decode_batch(batch: pd.DataFrame, *, root: str, prep_size: int, endpoint: str | None,
+                 masks: tuple[str, ...]) -> pd.DataFrame:
+    """Ray Data UDF: decode each row's DICOM (and masks); failures become a skip reason, not an error."""
+    images, skips = [], []
+    mask_out: dict[str, list[bytes]] = {m: [] for m in masks}
+    opts = storage.storage_options(root, endpoint)
+    for _, row in batch.iterrows():
+        try:
+            dec = dicom.load(f"{root.rstrip('/')}/{row['image']}", prep_size, opts)
+            img = center_square(dec.image, prep_size)
+            images.append(dicom.to_uint16(img).tobytes())
+            skips.append("")
+        except dicom.DicomSkip as skip:
+            images.append(b"")
+            skips.append(str(skip.reason))
+        for m in masks:
+            value = row.get(m)
+            ok = skips[-1] == "" and isinstance(value, str) and value != ""
+            mask_out[m].append(_load_mask(f"{root.rstrip('/')}/{value}", prep_size, endpoint) if ok else b"")
+    out = batch.drop(columns=["image"]).copy()
+    out["pixels"], out["skip"] = images, skips
+    for m in masks:
+        out[m] = mask_out[m]
+    return out
+
+
+@dataclasses.dataclass
+class PrepareReport:
+    fingerprint: str
+    reused: bool
+    images: int
+    decoded: int
+    skipped: dict[str, int]
+    pool: int
+    eval_images: dict[str, int]
+    bytes_written: int
+    seconds: float = 0.0
+
+
+def _pa_filesystem(fs: Any) -> Any:
+    import pyarrow.fs as pafs
+
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def read_index(prepared_uri: str, endpoint: str | None = None) -> dict[str, Any] | None:
+    uri = f"{prepared_uri.rstrip('/')}/{INDEX}"
+    if not storage.exists(uri, endpoint):
+        return None
+    return json.loads(storage.read_text(uri, endpoint))
+
+
+def prepare(manifest: Manifest, dataset_uri: str, prepared_uri: str, params: PrepParams, *,
+            endpoint: str | None = None, report_text: bool = True) -> PrepareReport:
+    """Decode every image once into shards under ``prepared_uri`` (Ray must be initialised)."""
+    import time
+
+    import ray
+
+    start = time.perf_counter()
+    fp = fingerprint(manifest.content_hash, params)
+    index = read_index(prepared_uri, endpoint)
+    if index is not None and index.get("fingerprint") == fp:
+        log.info("prepare: shards for fingerprint %s exist; reusing them", fp)
+        return PrepareReport(fp, True, index["images"], 0, index["skipped"], index["pool"], index["eval"],
+                             index["bytesWritten"], time.perf_counter() - start)
+
+    frame = manifest.frame
+    sp = split.split_by_patient(frame["patient"].tolist(), frame["image"].tolist(), params.eval_fraction, params.seed)
+    cols = manifest.columns
+    rows = pd.DataFrame({
+        "row_id": np.arange(len(frame), dtype=np.int64),
+        "image": frame["image"].astype(str),
+        "patient": [hash_id(p) for p in frame["patient"]],  # no patient id leaves this function
+        "study": [hash_id(s) for s in frame["study"].fillna("")],
+        "view": frame["view"].fillna("").astype(str),
+    })
+    if report_text and "report" in frame:
+        rows["report"] = frame["report"].fillna("").astype(str)
+    for lab in cols.labels:
+        rows[lab] = frame[lab].astype("float32")
+    for m in cols.masks:
+        rows[m] = frame[m].fillna("").astype(str)
+
+    fs, root = storage.filesystem(prepared_uri, endpoint)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)  # a stale preparation of another fingerprint
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the pool is written in nested order
+    parts = {"pool": rows.iloc[sp.pool]}
+    evals = {"train": sp.eval_train, "val": sp.eval_val, "test": sp.eval_test}
+    parts["eval"] = pd.concat([rows.iloc[idx].assign(split=name) for name, idx in evals.items()])
+    udf = dict(root=dataset_uri, prep_size=params.prep_size, endpoint=endpoint, masks=tuple(cols.masks))
+    for name, part in parts.items():
+        if part.empty:
+            continue
+        part = part.reset_index(drop=True)
+        blocks = [part.iloc[i:i + 64] for i in range(0, len(part), 64)]  # one decode task per 64 images
+        ds = ray.data.from_pandas(blocks)
+        ds = ds.map_batches(decode_batch, batch_format="pandas", batch_size=32, fn_kwargs=udf)
+        ds.write_parquet(f"{root}/{name}", filesystem=_pa_filesystem(fs), min_rows_per_file=SHARD_ROWS)
+    index = _build_index(fs, root, fp, params, len(frame), pool_order=frame_ids(sp.pool))
+    storage.write_bytes(f"{prepared_uri.rstrip('/')}/{INDEX}", json.dumps(index, indent=1).encode(), endpoint)
+    return PrepareReport(fp, False, len(frame), index["decoded"], index["skipped"], index["pool"], index["eval"],
+                         index["bytesWritten"], time.perf_counter() - start)
+
+
+def frame_ids(rows: np.ndarray) -> np.ndarray:
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _build_index(fs: Any, root: str, fp: str, params: PrepParams, images: int,
+                 pool_order: np.ndarray) -> dict[str, Any]:
+    """Read back the written files' row ids and skips (column projection: no pixels) into the index.
+
+    Pool files are listed in nested order (by the pool position of their first row), and each
+    records its first position, so a size-N subset is read from the prefix of files it needs.
+    """
+    position = np.empty(int(pool_order.max()) + 1 if len(pool_order) else 0, dtype=np.int64)
+    position[pool_order] = np.arange(len(pool_order))
+    import pyarrow.parquet as pq
+
+    files: dict[str, list[dict[str, Any]]] = {}
+    skipped: dict[str, int] = {}
+    eval_counts: dict[str, int] = {}
+    bytes_written, decoded, pool = 0, 0, 0
+    for name in ("pool", "eval"):
+        entries = []
+        paths = sorted(fs.glob(f"{root}/{name}/*.parquet")) if fs.exists(f"{root}/{name}") else []
+        for path in paths:
+            with fs.open(path, "rb") as fh:
+                table = pq.read_table(fh, columns=["row_id", "skip", *(["split"] if name == "eval" else [])])
+            bytes_written += fs.size(path)
+            row_ids = table.column("row_id").to_numpy()
+            skips = table.column("skip").to_pylist()
+            ok = np.array([s == "" for s in skips])
+            for s in skips:
+                if s:
+                    skipped[s] = skipped.get(s, 0) + 1
+            decoded += int(ok.sum())
+            if name == "pool":
+                pool += int(ok.sum())
+            else:
+                for s, good in zip(table.column("split").to_pylist(), ok, strict=True):
+                    if good:
+                        eval_counts[s] = eval_counts.get(s, 0) + 1
+            entry = {"path": path.rsplit("/", 1)[-1], "rows": len(row_ids), "valid": int(ok.sum())}
+            if name == "pool":
+                pos = position[row_ids]
+                entry["start"], entry["end"] = int(pos.min()), int(pos.max()) + 1
+                entry["contiguous"] = bool(np.all(np.diff(pos) == 1))
+            entries.append(entry)
+        if name == "pool":
+            entries.sort(key=lambda e: e["start"])
+        files[name] = entries
+    return {"fingerprint": fp, "format": PREP_FORMAT, "params": dataclasses.asdict(params), "images": images,
+            "decoded": decoded, "skipped": skipped, "pool": pool, "eval": eval_counts, "bytesWritten": bytes_written,
+            "imageShape": [params.prep_size, params.prep_size], "dtype": "uint16", "files": files}

@@ -1,0 +1,46 @@
+"""fsspec access to the study's storage: one place that turns a dataset spec into storage options.
+
+Credentials come from the environment (the RayJob mounts the study's ``credentialsSecret`` as
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; s3fs reads them itself); the endpoint comes from
+``spec.dataset.endpoint`` or AWS_ENDPOINT_URL. Nothing else is configured here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fsspec
+
+
+def storage_options(uri: str, endpoint: str | None = None) -> dict[str, Any]:
+    """Options for ``fsspec.open``/``url_to_fs`` on ``uri``."""
+    if uri.startswith(("s3://", "s3a://")):
+        url = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        return {"endpoint_url": url} if url else {}
+    return {}
+
+
+def filesystem(uri: str, endpoint: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without protocol) for a URI or local path."""
+    return fsspec.core.url_to_fs(uri, **storage_options(uri, endpoint))
+
+
+def exists(uri: str, endpoint: str | None = None) -> bool:
+    fs, path = filesystem(uri, endpoint)
+    return fs.exists(path)
+
+
+def read_text(uri: str, endpoint: str | None = None) -> str:
+    fs, path = filesystem(uri, endpoint)
+    with fs.open(path, "rt") as fh:
+        return fh.read()
+
+
+def write_bytes(uri: str, data: bytes, endpoint: str | None = None) -> None:
+    fs, path = filesystem(uri, endpoint)
+    parent = path.rsplit("/", 1)[0]
+    if parent and not fs.exists(parent):
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        fh.write(data)

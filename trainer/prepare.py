@@ -27,7 +27,8 @@ def run(cell: CellSpec) -> shards.PrepareReport:
     ds_spec = cell.dataset
     endpoint = ds_spec.endpoint
     cols = manifest_mod.Columns.from_spec(ds_spec.columns)
-    man = manifest_mod.read_manifest(ds_spec.uri, ds_spec.manifest, cols, storage.storage_options(ds_spec.uri, endpoint))
+    options = storage.storage_options(ds_spec.uri, endpoint)
+    man = manifest_mod.read_manifest(ds_spec.uri, ds_spec.manifest, cols, options)
     params = shards.PrepParams(prep_size=cell.prep_size, eval_fraction=ds_spec.split.eval_fraction,
                                seed=ds_spec.split.seed)
     started = not ray.is_initialized()

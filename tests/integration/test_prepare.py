@@ -44,7 +44,7 @@ def prepared(corpus, ray_cluster, tmp_path_factory):
 
 
 def test_prepare_decodes_everything_once_and_reports_skips(prepared):
-    out, man, report = prepared
+    out, _, report = prepared
     assert not report.reused and report.images == 90
     assert report.skipped == {str(dicom.SkipReason.DECODE_ERROR): 1, str(dicom.SkipReason.NOT_DICOM): 1}
     assert report.decoded == 88 == report.pool + sum(report.eval_images.values())

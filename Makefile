@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 all: help
 
 help:
-	@echo "make demo   set up, validate the example studies and show their planned grids"
+	@echo "make demo   set up, validate the example studies, show their grids, make a phantom corpus and prepare it"
 	@echo "make test   set up and run every test"
 	@echo "make lint   ruff (the import layers are a test: tests/unit/test_layers.py)"
 	@echo "make crd    regenerate manifests/crd, the chart's crds/ and docs/api.md from the API models"
@@ -28,10 +28,15 @@ $(STAMP): pyproject.toml requirements-pins.txt tools/fix_torchvision.py
 	$(PY) tools/fix_torchvision.py
 	touch $@
 
+DEMO_IMAGES ?= 2000
+
 demo: $(STAMP)
 	$(VENV)/bin/radscale validate manifests/examples/study.yaml manifests/examples/study-local.yaml
 	$(VENV)/bin/radscale plan manifests/examples/study.yaml
 	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml
+	test -f .demo/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out .demo/phantom --images $(DEMO_IMAGES) --seed 0
+	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml --cell cxr-local-prep > .demo/prepare-cell.json
+	$(VENV)/bin/python -m radscale.trainer.prepare --cell .demo/prepare-cell.json
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
     radscale validate FILE...        exit 0, or 1 with one 'path.to.field: message' line per problem
     radscale crd [--docs]            the CRD YAML (or the API reference markdown) on stdout
     radscale plan FILE [--json]      the planned cells and their RayJobs
+    radscale plan FILE --cell NAME [--stage S]   one cell spec, as its RayJob receives it
     radscale phantom --out DIR --images N [--seed S] [--size PX]   a phantom chest X-ray corpus
     radscale --version
 """
@@ -66,12 +67,31 @@ def _plan_rows(study: api.ScalingStudy) -> tuple[plan.Plan, list[dict[str, objec
     return p, rows
 
 
+def _cell_json(study: api.ScalingStudy, name: str, stage: str | None) -> str:
+    """The cell spec a RayJob of this study would receive (for debugging, or running a stage by hand)."""
+    p = plan.plan(study)
+    if name == p.prepare_name:
+        return plan.cell_spec(study, p, None, api.Stage.PREPARE).to_json()
+    cell = p.cell(name)
+    chosen = api.Stage(stage) if stage else cell.stages[0]
+    return plan.cell_spec(study, p, cell, chosen).to_json()
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     try:
         studies = _studies(args.file)
     except (OSError, validation.SpecError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.cell:
+        try:
+            print(_cell_json(studies[0], args.cell, args.stage))
+        except (KeyError, ValueError) as exc:
+            names = [plan.plan(studies[0]).prepare_name, *(c.name for c in plan.plan(studies[0]).cells)]
+            print(f"no such cell/stage {args.cell!r} {args.stage or ''} ({exc}); cells: {', '.join(names)}",
+                  file=sys.stderr)
+            return 1
+        return 0
     out = []
     for study in studies:
         p, rows = _plan_rows(study)
@@ -137,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the planned cells of a study")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--cell", help="print this cell's spec (JSON) as its RayJob receives it")
+    p.add_argument("--stage", choices=[s.value for s in api.Stage], help="with --cell: which stage")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("phantom", help="write a phantom chest X-ray corpus (DICOM + manifest)")

@@ -24,6 +24,9 @@ log = logging.getLogger("radscale.prepare")
 def run(cell: CellSpec) -> shards.PrepareReport:
     import ray
 
+    cell = cell.model_copy(update={
+        "dataset": cell.dataset.model_copy(update={"uri": storage.absolute(cell.dataset.uri)}),
+        "shards": storage.absolute(cell.shards), "output": storage.absolute(cell.output)})
     ds_spec = cell.dataset
     endpoint = ds_spec.endpoint
     cols = manifest_mod.Columns.from_spec(ds_spec.columns)

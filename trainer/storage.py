@@ -21,6 +21,16 @@ def storage_options(uri: str, endpoint: str | None = None) -> dict[str, Any]:
     return {}
 
 
+def absolute(uri: str) -> str:
+    """Local URIs made absolute (``file://.demo/x`` -> ``file:///repo/.demo/x``), so that Ray workers,
+    whose working directory may differ, resolve them the same way. Remote URIs are returned as they are."""
+    if uri.startswith("file://"):
+        return "file://" + os.path.abspath(uri.removeprefix("file://"))
+    if "://" not in uri:
+        return "file://" + os.path.abspath(uri)
+    return uri
+
+
 def filesystem(uri: str, endpoint: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path without protocol) for a URI or local path."""
     return fsspec.core.url_to_fs(uri, **storage_options(uri, endpoint))

@@ -105,3 +105,16 @@ def test_plan_refuses_an_invalid_study(tmp_path):
 @pytest.mark.parametrize("args", [[], ["frobnicate"]])
 def test_usage_errors_exit_2(args):
     assert run(*args).returncode == 2
+
+
+def test_plan_prints_one_cell_spec_as_its_rayjob_receives_it():
+    from radscale.cells import CellSpec
+
+    out = run("plan", str(EXAMPLES / "study.yaml"), "--cell", "cxr-mi2-30k", "--stage", "evaluate")
+    assert out.returncode == 0, out.stderr
+    cell = CellSpec.model_validate_json(out.stdout)
+    assert cell.stage == "evaluate" and cell.weights.endswith("cxr-mi2-30k/encoder.safetensors")
+    prep = CellSpec.model_validate_json(run("plan", str(EXAMPLES / "study.yaml"), "--cell", "cxr-prep").stdout)
+    assert prep.stage == "prepare" and "/prep/" in prep.shards
+    bad = run("plan", str(EXAMPLES / "study.yaml"), "--cell", "cxr-nope")
+    assert bad.returncode == 1 and "cells: cxr-prep, cxr-rad-dino-base" in bad.stderr

@@ -168,9 +168,10 @@ def prepare(manifest: Manifest, dataset_uri: str, prepared_uri: str, params: Pre
         if part.empty:
             continue
         part = part.reset_index(drop=True)
-        blocks = [part.iloc[i:i + 64] for i in range(0, len(part), 64)]  # one decode task per 64 images
+        step = max(32, min(256, -(-len(part) // (2 * max(1, int(ray.cluster_resources().get("CPU", 1)))))))
+        blocks = [part.iloc[i:i + step] for i in range(0, len(part), step)]  # ~2 decode tasks per CPU, <= 256 rows
         ds = ray.data.from_pandas(blocks)
-        ds = ds.map_batches(decode_batch, batch_format="pandas", batch_size=32, fn_kwargs=udf)
+        ds = ds.map_batches(decode_batch, batch_format="pandas", batch_size=64, fn_kwargs=udf)
         ds.write_parquet(f"{root}/{name}", filesystem=_pa_filesystem(fs), min_rows_per_file=SHARD_ROWS)
     index = _build_index(fs, root, fp, params, len(frame), pool_order=frame_ids(sp.pool))
     storage.write_bytes(f"{prepared_uri.rstrip('/')}/{INDEX}", json.dumps(index, indent=1).encode(), endpoint)

@@ -1,0 +1,124 @@
+"""Prepare-stage throughput, memory and loader speed on a phantom corpus.
+
+    .venv/bin/python bench/prep.py --images 2000 [--size 256] [--prep-size 224] [--cpus 2]
+
+Measures, on one machine:
+1. pure decode: pydicom + pylibjpeg decode (to a display image) of every file, one process;
+2. the prepare pipeline (Ray Data: read, decode, resize, write Parquet shards + index), images/s per
+   core, against (1) per core; the target is >= 0.8x pure decode;
+3. peak RSS of the driver and of the whole process tree while preparing (streaming, not in RAM);
+4. the loader's images/s streaming a subset from the shards, against reading the DICOMs raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+def tree_rss() -> int:
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=256, help="phantom image side")
+    ap.add_argument("--prep-size", type=int, default=224)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--keep", help="keep the corpus and shards in this folder")
+    args = ap.parse_args()
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rsbench"))
+    corpus, out = work / "corpus", work / "prep"
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    from radscale.trainer.data import dicom, phantom, shards
+    from radscale.trainer.data.loader import PreparedDataset
+    from radscale.trainer.data.manifest import Columns, read_manifest
+
+    t = time.perf_counter()
+    if not (corpus / "manifest.csv").exists():
+        phantom.write_corpus(corpus, args.images, seed=0, size=args.size)
+    gen_s = time.perf_counter() - t
+
+    cols = Columns(report="report", labels=phantom.LABELS, masks=("catheter_mask",))
+    man = read_manifest(f"file://{corpus}", "manifest.csv", cols)
+    paths = [str(corpus / p) for p in man.frame["image"]]
+
+    t = time.perf_counter()
+    for p in paths:
+        dicom.to_display(dicom.parse(Path(p).read_bytes()))
+    decode_rate = len(paths) / (time.perf_counter() - t)
+
+    import ray
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp,
+             object_store_memory=512 * 1024**2)
+    peak = {"tree": 0, "driver": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak["tree"] = max(peak["tree"], tree_rss())
+            peak["driver"] = max(peak["driver"], psutil.Process().memory_info().rss)
+            time.sleep(0.2)
+
+    base_tree = tree_rss()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    if out.exists():
+        shutil.rmtree(out)
+    t = time.perf_counter()
+    report = shards.prepare(man, f"file://{corpus}", f"file://{out}",
+                            shards.PrepParams(prep_size=args.prep_size, eval_fraction=0.2, seed=0))
+    prep_s = time.perf_counter() - t
+    stop.set()
+    sampler.join()
+    ray.shutdown()
+
+    ds = PreparedDataset(f"file://{out}", labels=phantom.LABELS)
+    n = min(ds.pool_size, 1000)
+    t = time.perf_counter()
+    got = sum(len(b.row_ids) for b in ds.iter_batches(n, batch_size=64))
+    loader_rate = got / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for p in paths[:n]:
+        Path(p).read_bytes()
+    raw_rate = n / (time.perf_counter() - t)
+
+    per_core = report.decoded / prep_s / args.cpus
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Ray with {args.cpus} CPUs")
+    print(f"corpus: {args.images} phantom images at {args.size} px generated in {gen_s:.1f} s "
+          f"({args.images / gen_s:.0f} img/s, one core)")
+    print(f"pure decode (one process): {decode_rate:.0f} img/s")
+    print(f"prepare: {report.decoded} images in {prep_s:.1f} s = {report.decoded / prep_s:.0f} img/s, "
+          f"{per_core:.0f} img/s per core = {per_core / decode_rate:.2f}x pure decode per core "
+          f"(skipped {report.skipped}, {report.bytes_written / 1e6:.1f} MB written)")
+    print(f"peak RSS while preparing: driver {peak['driver'] / 2**30:.2f} GiB, "
+          f"process tree {peak['tree'] / 2**30:.2f} GiB (tree at start {base_tree / 2**30:.2f} GiB)")
+    print(f"loader: {loader_rate:.0f} img/s from shards ({args.prep_size} px uint16) vs raw DICOM reads "
+          f"{raw_rate:.0f} files/s (bytes only, no decode)")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

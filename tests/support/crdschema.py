@@ -76,9 +76,21 @@ def problems(crd_obj: dict[str, Any], obj: dict[str, Any]) -> list[str]:
     return problems_for_schema(schema, obj)
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft4Validator]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema.Draft4Validator:
+    # Converting KubeRay's 1.3 MiB schema once per schema object, not once per check.
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft4Validator(to_json_schema(schema)))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
+
+
 def problems_for_schema(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
     defaulted = celcheck.apply_defaults(schema, obj)
-    validator = jsonschema.Draft4Validator(to_json_schema(schema))
+    validator = _validator(schema)
     found = [f"{_path(e.absolute_path)}: {e.message}" for e in validator.iter_errors(defaulted)]
     _list_map_problems(schema, defaulted, "", found)
     if found:

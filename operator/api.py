@@ -528,6 +528,8 @@ class CellStatus(StatusModel):
     ray_job: str | None = Field(None, alias="rayJob")
     dashboard_url: str | None = Field(None, alias="dashboardURL", description="Ray dashboard of the running job.")
     message: str = Field("", max_length=1024)
+    failures: int = Field(0, ge=0, description="Failed attempts of the current stage (retries use them up).")
+    started_at: str | None = Field(None, description="When the current RayJob was created (RFC 3339).")
     # Earliest time the next attempt may start (exponential backoff after a failure).
     not_before: str | None = None
 
@@ -583,7 +585,9 @@ class ScalingStudyStatus(StatusModel):
     fits: list[FitStatus] = Field(default_factory=list)
     artifacts: ArtifactsStatus = Field(default_factory=ArtifactsStatus)
     mlflow: MlflowStatus = Field(default_factory=MlflowStatus)
-    dataset_fingerprint: str | None = None
+    prepare: CellStatus | None = Field(None, description="The shard-preparation stage.")
+    dataset_fingerprint: str | None = Field(None, description="Fingerprint of the accepted dataset spec.")
+    budget_key: str | None = Field(None, description="Key of the accepted compute budget.")
 
 
 class ObjectMeta(BaseModel):

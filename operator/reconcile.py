@@ -1,0 +1,322 @@
+"""The reconcile core: (study, observed children, now) -> (actions, new status). Pure: no I/O, no clock.
+
+Every decision of the operator is made here and returned as data; ``handlers.py`` applies the
+actions (create/delete RayJobs, post Events) and patches the status once. The same core drives the
+local executor. Rules, in the order they are applied:
+
+1. A spec change that would invalidate finished work (dataset, compute budget) is refused: Ready
+   turns False naming the field, and nothing else changes. Added sizes/encoders/tasks add cells.
+2. ``suspend: true`` deletes running children and marks them Suspended; state is kept. On resume a
+   stage restarts as a new attempt (its checkpoints make it resume), without using up a retry.
+3. Prepare runs first, once per dataset fingerprint (skipped when the shards already exist).
+4. Cells pipeline: a cell's evaluation starts as soon as its pretraining succeeds; baselines only
+   evaluate. At most ``maxConcurrentCells`` RayJobs run at once.
+5. A child's terminal state is copied into the status as soon as it is seen, so a RayJob deleted
+   later (TTL) changes nothing; a terminal cell is never re-run. A child that vanishes before a
+   terminal state was seen counts as a failed attempt, unless its result is already written.
+6. A failed attempt is retried with exponential backoff, as a new RayJob with an attempt suffix,
+   up to ``spec.retries``; then the cell is Failed with KubeRay's reason. Other cells go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from radscale.cells import CellResult
+from radscale.operator import api, plan, rayjob, results
+
+Stage, CellState = api.Stage, api.CellState
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    backoff_base_s: float = 30.0
+    """First retry delay; doubles per failure. 30 s rides out a node restart without idling GPUs long."""
+    backoff_max_s: float = 1800.0
+    """Cap on the retry delay (30 min)."""
+    vanish_grace_s: float = 120.0
+    """How long a just-created RayJob may be missing from the watch cache before it counts as lost."""
+    default_image: str = rayjob.DEFAULT_IMAGE
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    jobs: Mapping[str, dict[str, Any]]  # RayJob name -> object, for this study's labelled children
+    results: Mapping[str, CellResult] = dataclasses.field(default_factory=dict)  # cell -> result.json
+    prepared: bool = False  # the shards index for this fingerprint exists
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateJob:
+    name: str
+    manifest: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteJob:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = CreateJob | DeleteJob | Event
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    actions: list[Action]
+    status: api.ScalingStudyStatus
+
+
+def _ts(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(ts: str | None) -> dt.datetime | None:
+    return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) if ts else None
+
+
+def budget_key(spec: api.ScalingStudySpec) -> str:
+    return hashlib.sha256(json.dumps(spec.compute_budget.model_dump(mode="json"), sort_keys=True).encode()
+                          ).hexdigest()[:16]
+
+
+def set_condition(status: api.ScalingStudyStatus, type_: api.ConditionType, value: bool, reason: str,
+                  message: str, now: dt.datetime, generation: int | None) -> None:
+    """Update one condition by type; lastTransitionTime moves only when the status flips."""
+    new = "True" if value else "False"
+    for i, c in enumerate(status.conditions):
+        if c.type == type_:
+            moved = c.status != new
+            status.conditions[i] = c.model_copy(update={
+                "status": new, "reason": reason, "message": message, "observed_generation": generation,
+                "last_transition_time": _ts(now) if moved else c.last_transition_time})
+            return
+    status.conditions.append(api.Condition(type=type_, status=new, reason=reason, message=message,
+                                           last_transition_time=_ts(now), observed_generation=generation))
+
+
+class _Run:
+    """One reconcile pass; holds the working copy and the actions collected."""
+
+    def __init__(self, study: api.ScalingStudy, observed: Observed, now: dt.datetime, settings: Settings):
+        self.study, self.spec, self.obs, self.now, self.cfg = study, study.spec, observed, now, settings
+        self.status = (study.status or api.ScalingStudyStatus()).model_copy(deep=True)
+        self.plan = plan.plan(study)
+        self.actions: list[Action] = []
+        self.owner = rayjob.Owner(study.metadata.name, study.metadata.uid or "")
+        self.gen = study.metadata.generation
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(Event(type_, reason, message))
+
+    def backoff(self, failures: int) -> dt.datetime:
+        delay = min(self.cfg.backoff_base_s * 2 ** (failures - 1), self.cfg.backoff_max_s)
+        return self.now + dt.timedelta(seconds=delay)
+
+    def job_name(self, cs: api.CellStatus) -> str:
+        if cs.stage is Stage.PREPARE:
+            base = self.plan.prepare_name
+            return base if cs.attempts <= 1 else plan.dns_name(base, f"a{cs.attempts - 1}", limit=plan.RAYJOB_NAME_MAX)
+        return plan.job_name(cs.name, cs.stage, max(cs.attempts - 1, 0))
+
+    def start(self, cs: api.CellStatus, cell: plan.Cell | None) -> None:
+        """Create the next attempt's RayJob for the cell's current stage."""
+        cs.attempts += 1
+        name = self.job_name(cs)
+        spec = plan.cell_spec(self.study, self.plan, cell, cs.stage, attempt=cs.attempts - 1)
+        self.actions.append(CreateJob(name, rayjob.render(self.study, spec, name, self.owner, self.cfg.default_image)))
+        cs.state, cs.ray_job, cs.started_at, cs.not_before, cs.dashboard_url = (
+            CellState.RUNNING, name, _ts(self.now), None, None)
+        self.event("Normal", "JobCreated", f"{cs.name}: {cs.stage} attempt {cs.attempts} as RayJob {name}")
+
+    def stage_done(self, cs: api.CellStatus, cell: plan.Cell | None) -> None:
+        later = [s for s in (cell.stages if cell else (Stage.PREPARE,)) if s != cs.stage]
+        nxt = later[0] if cs.stage is Stage.PRETRAIN and later else None
+        self.event("Normal", "StageSucceeded", f"{cs.name}: {cs.stage} succeeded")
+        if nxt is None:
+            cs.state, cs.message = CellState.SUCCEEDED, ""
+        else:  # pipelining: evaluation becomes runnable at once
+            cs.stage, cs.state, cs.attempts, cs.failures, cs.message = nxt, CellState.PENDING, 0, 0, ""
+        cs.ray_job, cs.started_at = None, None
+
+    def stage_failed(self, cs: api.CellStatus, reason: str, message: str) -> None:
+        cs.failures += 1
+        text = f"{reason}: {message}" if message else reason
+        if cs.failures <= self.spec.retries:
+            cs.state, cs.not_before = CellState.RETRYING, _ts(self.backoff(cs.failures))
+            cs.message = f"attempt {cs.attempts} failed ({text}); retry {cs.failures}/{self.spec.retries} after backoff"
+            self.event("Warning", "AttemptFailed", f"{cs.name}: {cs.stage} {cs.message}")
+        else:
+            cs.state, cs.message = CellState.FAILED, f"{cs.stage} failed after {cs.attempts} attempt(s): {text}"
+            self.event("Warning", "CellFailed", f"{cs.name}: {cs.message}")
+        cs.ray_job, cs.started_at = None, None
+
+    def result_has(self, cs: api.CellStatus) -> bool:
+        res = self.obs.results.get(cs.name)
+        if res is None:
+            return False
+        return res.pretrain is not None if cs.stage is Stage.PRETRAIN else bool(res.evaluate)
+
+    def observe(self, cs: api.CellStatus, cell: plan.Cell | None) -> None:
+        """Fold the current RayJob's state into a Running cell."""
+        job = self.obs.jobs.get(cs.ray_job or "")
+        if job is None:
+            started = _parse(cs.started_at)
+            if started and (self.now - started).total_seconds() < self.cfg.vanish_grace_s:
+                return  # just created; the watch has not caught up
+            if (cs.stage is not Stage.PREPARE and self.result_has(cs)) or (cs.stage is Stage.PREPARE and self.obs.prepared):
+                self.stage_done(cs, cell)
+            else:
+                self.stage_failed(cs, "RayJobLost", "the RayJob disappeared before it finished")
+            return
+        st = rayjob.state(job)
+        cs.dashboard_url = st.dashboard_url or cs.dashboard_url
+        if st.phase is rayjob.JobPhase.SUCCEEDED:
+            self.stage_done(cs, cell)
+        elif st.phase is rayjob.JobPhase.FAILED:
+            self.stage_failed(cs, st.reason, st.message)
+
+    # -- the pass ---------------------------------------------------------------------------------
+
+    def spec_change_refused(self) -> bool:
+        s = self.status
+        fp, bk = self.plan.fingerprint, budget_key(self.spec)
+        started = any(c.attempts or c.state.terminal for c in s.cell_status)
+        changed = [f for f, old, new in (("spec.dataset", s.dataset_fingerprint, fp),
+                                         ("spec.computeBudget", s.budget_key, bk)) if old and old != new]
+        if changed and started:
+            msg = (f"{' and '.join(changed)} changed after cells ran; finished cells would no longer be "
+                   "comparable. Revert the change, or create a new ScalingStudy")
+            set_condition(s, api.ConditionType.READY, False, "SpecChangeRefused", msg, self.now, self.gen)
+            self.event("Warning", "SpecChangeRefused", msg)
+            return True
+        s.dataset_fingerprint, s.budget_key = fp, bk
+        set_condition(s, api.ConditionType.READY, True, "SpecAccepted", "", self.now, self.gen)
+        s.observed_generation = self.gen
+        return False
+
+    def merge_cells(self) -> dict[str, plan.Cell]:
+        cells = {c.name: c for c in self.plan.cells}
+        known = {c.name: c for c in self.status.cell_status}
+        merged = []
+        for c in self.plan.cells:
+            merged.append(known.get(c.name) or api.CellStatus(
+                name=c.name, encoder=c.encoder, size=c.size, stage=c.stages[0], state=CellState.PENDING))
+        for name, cs in known.items():  # removed from the spec: stop what runs, keep what finished
+            if name not in cells:
+                if cs.state is CellState.RUNNING and cs.ray_job:
+                    self.actions.append(DeleteJob(cs.ray_job))
+                if cs.state.terminal:
+                    merged.append(cs)
+        self.status.cell_status = merged
+        return cells
+
+    def suspend(self) -> None:
+        for cs in [self.status.prepare, *self.status.cell_status]:
+            if cs is not None and cs.state is CellState.RUNNING:
+                if cs.ray_job:
+                    self.actions.append(DeleteJob(cs.ray_job))
+                cs.state, cs.ray_job, cs.message = CellState.SUSPENDED, None, "suspended; resumes from checkpoints"
+
+    def resume(self) -> None:
+        for cs in [self.status.prepare, *self.status.cell_status]:
+            if cs is not None and cs.state is CellState.SUSPENDED:
+                cs.state, cs.message = CellState.PENDING, ""
+
+    def run(self) -> Outcome:
+        s = self.status
+        if self.spec_change_refused():
+            return Outcome(self.actions, s)
+        cells = self.merge_cells()
+        if self.spec.suspend:
+            self.suspend()
+        else:
+            self.resume()
+            self.schedule(cells)
+        self.summarise()
+        return Outcome(self.actions, s)
+
+    def schedule(self, cells: dict[str, plan.Cell]) -> None:
+        s = self.status
+        if s.prepare is None:
+            s.prepare = api.CellStatus(name=self.plan.prepare_name, encoder="", size=0, stage=Stage.PREPARE,
+                                       state=CellState.PENDING)
+        prep = s.prepare
+        # observe everything first, so that slots freed this pass can be reused at once
+        if prep.state is CellState.RUNNING:
+            self.observe(prep, None)
+        for cs in s.cell_status:
+            if cs.state is CellState.RUNNING and cs.name in cells:
+                self.observe(cs, cells[cs.name])
+        slots = self.spec.max_concurrent_cells - sum(
+            c.state is CellState.RUNNING for c in [prep, *s.cell_status])
+        if prep.state in (CellState.PENDING, CellState.RETRYING):
+            if self.obs.prepared:
+                prep.state, prep.message = CellState.SUCCEEDED, "shards for this fingerprint already exist; reused"
+            elif slots > 0 and self.due(prep):
+                self.start(prep, None)
+                slots -= 1
+        if prep.state is not CellState.SUCCEEDED:
+            return
+        for cs in s.cell_status:
+            if slots <= 0:
+                break
+            if cs.state in (CellState.PENDING, CellState.RETRYING) and cs.name in cells and self.due(cs):
+                self.start(cs, cells[cs.name])
+                slots -= 1
+
+    def due(self, cs: api.CellStatus) -> bool:
+        nb = _parse(cs.not_before)
+        return nb is None or self.now >= nb
+
+    def summarise(self) -> None:
+        s, now, gen = self.status, self.now, self.gen
+        states = [c.state for c in s.cell_status]
+        s.cells = api.CellCounts(
+            total=len(states), succeeded=states.count(CellState.SUCCEEDED), failed=states.count(CellState.FAILED),
+            running=states.count(CellState.RUNNING),
+            pending=sum(x in (CellState.PENDING, CellState.RETRYING, CellState.SUSPENDED) for x in states))
+        s.progress = f"{s.cells.succeeded}/{s.cells.total}"
+        s.results, s.fits, s.best = results.summarise(self.spec, s.cell_status, self.obs.results)
+        prep_failed = s.prepare is not None and s.prepare.state is CellState.FAILED
+        done = prep_failed or (bool(states) and all(x.terminal for x in states))
+        failed = prep_failed or s.cells.failed > 0
+        if self.spec.suspend:
+            s.phase = api.Phase.SUSPENDED
+        elif done:
+            s.phase = api.Phase.FAILED if failed else api.Phase.SUCCEEDED
+        elif s.prepare is None or s.prepare.state is not CellState.SUCCEEDED:
+            s.phase = api.Phase.PREPARING
+        else:
+            s.phase = api.Phase.RUNNING
+        failed_names = [c.name for c in s.cell_status if c.state is CellState.FAILED]
+        if prep_failed:
+            failed_names.insert(0, s.prepare.name)
+        set_condition(s, api.ConditionType.SUSPENDED, self.spec.suspend, "Suspended" if self.spec.suspend
+                      else "NotSuspended", "", now, gen)
+        set_condition(s, api.ConditionType.PROGRESSING, not done and not self.spec.suspend,
+                      "CellsRunning" if not done else "Finished", f"{s.progress} cells succeeded", now, gen)
+        set_condition(s, api.ConditionType.SUCCEEDED, done and not failed,
+                      "AllCellsSucceeded" if done and not failed else ("CellsFailed" if failed else "InProgress"),
+                      f"{s.progress} cells succeeded", now, gen)
+        set_condition(s, api.ConditionType.FAILED, done and failed, "CellsFailed" if failed else "NoFailures",
+                      ("failed: " + ", ".join(failed_names[:10])) if failed_names else "", now, gen)
+
+
+def reconcile(study: api.ScalingStudy, observed: Observed, now: dt.datetime,
+              settings: Settings = Settings()) -> Outcome:
+    """One pure reconcile pass."""
+    return _Run(study, observed, now, settings).run()

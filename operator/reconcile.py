@@ -129,7 +129,9 @@ class _Run:
     def job_name(self, cs: api.CellStatus) -> str:
         if cs.stage is Stage.PREPARE:
             base = self.plan.prepare_name
-            return base if cs.attempts <= 1 else plan.dns_name(base, f"a{cs.attempts - 1}", limit=plan.RAYJOB_NAME_MAX)
+            if cs.attempts <= 1:
+                return base
+            return plan.dns_name(base, f"a{cs.attempts - 1}", limit=plan.RAYJOB_NAME_MAX)
         return plan.job_name(cs.name, cs.stage, max(cs.attempts - 1, 0))
 
     def start(self, cs: api.CellStatus, cell: plan.Cell | None) -> None:
@@ -137,7 +139,8 @@ class _Run:
         cs.attempts += 1
         name = self.job_name(cs)
         spec = plan.cell_spec(self.study, self.plan, cell, cs.stage, attempt=cs.attempts - 1)
-        self.actions.append(CreateJob(name, rayjob.render(self.study, spec, name, self.owner, self.cfg.default_image)))
+        manifest = rayjob.render(self.study, spec, name, self.owner, self.cfg.default_image)
+        self.actions.append(CreateJob(name, manifest))
         cs.state, cs.ray_job, cs.started_at, cs.not_before, cs.dashboard_url = (
             CellState.RUNNING, name, _ts(self.now), None, None)
         self.event("Normal", "JobCreated", f"{cs.name}: {cs.stage} attempt {cs.attempts} as RayJob {name}")
@@ -177,7 +180,8 @@ class _Run:
             started = _parse(cs.started_at)
             if started and (self.now - started).total_seconds() < self.cfg.vanish_grace_s:
                 return  # just created; the watch has not caught up
-            if (cs.stage is not Stage.PREPARE and self.result_has(cs)) or (cs.stage is Stage.PREPARE and self.obs.prepared):
+            finished = self.obs.prepared if cs.stage is Stage.PREPARE else self.result_has(cs)
+            if finished:  # it finished and was deleted before we looked: its output is the proof
                 self.stage_done(cs, cell)
             else:
                 self.stage_failed(cs, "RayJobLost", "the RayJob disappeared before it finished")

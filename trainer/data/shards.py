@@ -168,8 +168,8 @@ def prepare(manifest: Manifest, dataset_uri: str, prepared_uri: str, params: Pre
         if part.empty:
             continue
         part = part.reset_index(drop=True)
-        step = max(32, min(256, -(-len(part) // (2 * max(1, int(ray.cluster_resources().get("CPU", 1)))))))
-        blocks = [part.iloc[i:i + step] for i in range(0, len(part), step)]  # ~2 decode tasks per CPU, <= 256 rows
+        step = max(16, min(256, -(-len(part) // (8 * max(1, int(ray.cluster_resources().get("CPU", 1)))))))
+        blocks = [part.iloc[i:i + step] for i in range(0, len(part), step)]  # ~8 tasks per CPU: no idle tail
         ds = ray.data.from_pandas(blocks)
         ds = ds.map_batches(decode_batch, batch_format="pandas", batch_size=64, fn_kwargs=udf)
         ds.write_parquet(f"{root}/{name}", filesystem=_pa_filesystem(fs), min_rows_per_file=SHARD_ROWS)

@@ -48,6 +48,29 @@ def _interpreting() -> bool:
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    # fp32 tiles take IEEE dots (TF32 would cost ~1e-3 relative error); fp16/bf16 use tensor cores.
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _sequence(CU, seqlen_dense, H: tl.constexpr, VARLEN: tl.constexpr):
+    """(batch or sequence index, head, first token, length) of this program's (sequence, head)."""
+    off_bh = tl.program_id(1)
+    b = (off_bh // H).to(tl.int64)
+    h = (off_bh % H).to(tl.int64)
+    if VARLEN:
+        start = tl.load(CU + b).to(tl.int64)
+        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
+    else:
+        start = tl.zeros([], dtype=tl.int64)
+        seqlen = seqlen_dense
+    return b, h, start, seqlen
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, O, LSE, CU,
     stride_qb, stride_qt, stride_qh, stride_qd,
@@ -60,15 +83,7 @@ def _attn_fwd(
     VARLEN: tl.constexpr, IEEE: tl.constexpr,
 ):
     start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    b = (off_bh // H).to(tl.int64)
-    h = (off_bh % H).to(tl.int64)
-    if VARLEN:
-        start = tl.load(CU + b).to(tl.int64)
-        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
-    else:
-        start = tl.zeros([], dtype=tl.int64)
-        seqlen = seqlen_dense
+    b, h, start, seqlen = _sequence(CU, seqlen_dense, H, VARLEN)
     if start_m * BLOCK_M >= seqlen:
         return
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -90,14 +105,14 @@ def _attn_fwd(
         k = tl.load(k_base + (start + cols[:, None]) * stride_kt, mask=n_mask[:, None], other=0.0)
         v = tl.load(v_base + (start + cols[:, None]) * stride_vt, mask=n_mask[:, None], other=0.0)
         # -- compute qk (log2 domain), mask the tail --
-        qk = tl.dot(q, tl.trans(k), input_precision="ieee") if IEEE else tl.dot(q, tl.trans(k))
+        qk = _dot(q, tl.trans(k), IEEE)
         qk = tl.where(n_mask[None, :], qk * qk_scale, float("-inf"))
         # -- online softmax --
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        pv = tl.dot(p.to(v.dtype), v, input_precision="ieee") if IEEE else tl.dot(p.to(v.dtype), v)
+        pv = _dot(p.to(v.dtype), v, IEEE)
         acc = acc * alpha[:, None] + pv
         m_i = m_new
     # -- epilogue --
@@ -121,15 +136,7 @@ def _attn_bwd_dkdv(
 ):
     """One key block: loop over every query block, accumulate dK and dV (same strides as K/V)."""
     start_n = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    b = (off_bh // H).to(tl.int64)
-    h = (off_bh % H).to(tl.int64)
-    if VARLEN:
-        start = tl.load(CU + b).to(tl.int64)
-        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
-    else:
-        start = tl.zeros([], dtype=tl.int64)
-        seqlen = seqlen_dense
+    b, h, start, seqlen = _sequence(CU, seqlen_dense, H, VARLEN)
     if start_n * BLOCK_N >= seqlen:
         return
     offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -155,21 +162,14 @@ def _attn_bwd_dkdv(
         lse = tl.load(LSE + l_base + rows, mask=m_mask, other=0.0)
         delta = tl.load(DELTA + l_base + rows, mask=m_mask, other=0.0)
         # -- recompute p^T from the saved log-sum-exp --
-        qkT = tl.dot(k, tl.trans(q), input_precision="ieee") if IEEE else tl.dot(k, tl.trans(q))
+        qkT = _dot(k, tl.trans(q), IEEE)
         pT = tl.math.exp2(qkT * qk_scale - lse[None, :])
         pT = tl.where(m_mask[None, :] & n_mask[:, None], pT, 0.0)
         # -- dV += P^T dO ; dP^T = V dO^T ; dS^T = P^T (dP^T - delta) ; dK += dS^T Q --
-        if IEEE:
-            dv += tl.dot(pT.to(do.dtype), do, input_precision="ieee")
-            dpT = tl.dot(v, tl.trans(do), input_precision="ieee")
-        else:
-            dv += tl.dot(pT.to(do.dtype), do)
-            dpT = tl.dot(v, tl.trans(do))
+        dv += _dot(pT.to(do.dtype), do, IEEE)
+        dpT = _dot(v, tl.trans(do), IEEE)
         dsT = pT * (dpT - delta[None, :])
-        if IEEE:
-            dk += tl.dot(dsT.to(q.dtype), q, input_precision="ieee")
-        else:
-            dk += tl.dot(dsT.to(q.dtype), q)
+        dk += _dot(dsT.to(q.dtype), q, IEEE)
     dk *= sm_scale
     tl.store(DK + b * stride_kb + h * stride_kh + kv_rows * stride_kt + offs_d[None, :] * stride_kd,
              dk.to(DK.dtype.element_ty), mask=n_mask[:, None])
@@ -191,15 +191,7 @@ def _attn_bwd_dq(
 ):
     """One query block: loop over every key block, accumulate dQ (same strides as Q)."""
     start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    b = (off_bh // H).to(tl.int64)
-    h = (off_bh % H).to(tl.int64)
-    if VARLEN:
-        start = tl.load(CU + b).to(tl.int64)
-        seqlen = (tl.load(CU + b + 1) - tl.load(CU + b)).to(tl.int32)
-    else:
-        start = tl.zeros([], dtype=tl.int64)
-        seqlen = seqlen_dense
+    b, h, start, seqlen = _sequence(CU, seqlen_dense, H, VARLEN)
     if start_m * BLOCK_M >= seqlen:
         return
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -224,19 +216,12 @@ def _attn_bwd_dq(
         k = tl.load(k_base + (start + cols[:, None]) * stride_kt, mask=n_mask[:, None], other=0.0)
         v = tl.load(v_base + (start + cols[:, None]) * stride_vt, mask=n_mask[:, None], other=0.0)
         # -- recompute p ; dP = dO V^T ; dS = P (dP - delta) ; dQ += dS K --
-        if IEEE:
-            qk = tl.dot(q, tl.trans(k), input_precision="ieee")
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        else:
-            qk = tl.dot(q, tl.trans(k))
-            dp = tl.dot(do, tl.trans(v))
+        qk = _dot(q, tl.trans(k), IEEE)
+        dp = _dot(do, tl.trans(v), IEEE)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         p = tl.where(n_mask[None, :], p, 0.0)
         ds = p * (dp - delta[:, None])
-        if IEEE:
-            dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
-        else:
-            dq += tl.dot(ds.to(k.dtype), k)
+        dq += _dot(ds.to(k.dtype), k, IEEE)
     dq *= sm_scale
     tl.store(DQ + b * stride_qb + h * stride_qh + q_rows * stride_qt + offs_d[None, :] * stride_qd,
              dq.to(DQ.dtype.element_ty), mask=m_mask[:, None])

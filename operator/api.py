@@ -9,7 +9,6 @@ Cross-field rules live in :mod:`radscale.operator.rules` and are attached per mo
 from __future__ import annotations
 
 import enum
-import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -611,7 +610,3 @@ class ScalingStudy(BaseModel):
     metadata: ObjectMeta
     spec: ScalingStudySpec
     status: ScalingStudyStatus | None = None
-
-
-def is_dns1035(name: str) -> bool:
-    return len(name) <= 63 and re.fullmatch(DNS1035, name) is not None

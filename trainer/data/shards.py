@@ -124,7 +124,7 @@ def read_index(prepared_uri: str, endpoint: str | None = None) -> dict[str, Any]
 
 
 def prepare(manifest: Manifest, dataset_uri: str, prepared_uri: str, params: PrepParams, *,
-            endpoint: str | None = None, report_text: bool = True) -> PrepareReport:
+            endpoint: str | None = None) -> PrepareReport:
     """Decode every image once into shards under ``prepared_uri`` (Ray must be initialised)."""
     import time
 
@@ -148,7 +148,7 @@ def prepare(manifest: Manifest, dataset_uri: str, prepared_uri: str, params: Pre
         "study": [hash_id(s) for s in frame["study"].fillna("")],
         "view": frame["view"].fillna("").astype(str),
     })
-    if report_text and "report" in frame:
+    if "report" in frame:
         rows["report"] = frame["report"].fillna("").astype(str)
     for lab in cols.labels:
         rows[lab] = frame[lab].astype("float32")
@@ -173,14 +173,10 @@ def prepare(manifest: Manifest, dataset_uri: str, prepared_uri: str, params: Pre
         ds = ray.data.from_pandas(blocks)
         ds = ds.map_batches(decode_batch, batch_format="pandas", batch_size=64, fn_kwargs=udf)
         ds.write_parquet(f"{root}/{name}", filesystem=_pa_filesystem(fs), min_rows_per_file=SHARD_ROWS)
-    index = _build_index(fs, root, fp, params, len(frame), pool_order=frame_ids(sp.pool))
+    index = _build_index(fs, root, fp, params, len(frame), pool_order=np.asarray(sp.pool, dtype=np.int64))
     storage.write_bytes(f"{prepared_uri.rstrip('/')}/{INDEX}", json.dumps(index, indent=1).encode(), endpoint)
     return PrepareReport(fp, False, len(frame), index["decoded"], index["skipped"], index["pool"], index["eval"],
                          index["bytesWritten"], time.perf_counter() - start)
-
-
-def frame_ids(rows: np.ndarray) -> np.ndarray:
-    return np.asarray(rows, dtype=np.int64)
 
 
 def _build_index(fs: Any, root: str, fp: str, params: PrepParams, images: int,

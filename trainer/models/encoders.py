@@ -22,6 +22,7 @@ import io
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -121,7 +122,7 @@ def _read_bytes(uri: str, storage_options: dict[str, Any] | None) -> bytes:
 
         repo = uri.removeprefix("hf-hub:")
         try:
-            return open(hf_hub_download(repo, "model.safetensors"), "rb").read()
+            return Path(hf_hub_download(repo, "model.safetensors")).read_bytes()
         except Exception as exc:
             raise WeightsError(f"cannot fetch {uri}: {exc}") from exc
     try:

@@ -5,6 +5,7 @@ whatever the grid; every metric stays in the cells' result.json files and the re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 from radscale.cells import CellResult
@@ -36,24 +37,32 @@ def curves(spec: api.ScalingStudySpec, cells: Sequence[api.CellStatus],
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _fit(metric: str, points: tuple[tuple[float, ...], ...]) -> fits.Fit | None:
+    """The fit of one curve. Deterministic (seeded bootstrap), so cached by the curve's points: an
+    operator pass refits only the curves whose results changed."""
+    base = next((p for p in points if p[0] == 0), None)
+    grid = [p for p in points if p[0] > 0]
+    if len({p[0] for p in grid}) < fits.MIN_SIZES:
+        return None
+    try:
+        return fits.fit_power_law(
+            [p[0] for p in grid], [fits.to_error(metric, p[1]) for p in grid],
+            sigmas=[fits.sigma_from_ci(p[2], p[3]) or None for p in grid],
+            baseline_error=fits.to_error(metric, base[1]) if base else None,
+            baseline_sigma=fits.sigma_from_ci(base[2], base[3]) if base else None, n_boot=N_BOOT)
+    except fits.FitError:
+        return None
+
+
 def fit_curves(data: api.Curves) -> list[api.FitStatus]:
     """A power law per encoder x task x headline metric with >= 3 pretrained sizes."""
     out = []
     for task, by_metric in sorted(data.items()):
         for metric, by_encoder in sorted(by_metric.items()):
             for encoder, pts in sorted(by_encoder.items()):
-                base = next((p for p in pts if p[0] == 0), None)
-                grid = [p for p in pts if p[0] > 0]
-                if len({p[0] for p in grid}) < fits.MIN_SIZES:
-                    continue
-                errors = [fits.to_error(metric, p[1]) for p in grid]
-                sigmas = [fits.sigma_from_ci(p[2], p[3]) or None for p in grid]
-                base_err = fits.to_error(metric, base[1]) if base else None
-                base_sd = fits.sigma_from_ci(base[2], base[3]) if base else None
-                try:
-                    f = fits.fit_power_law([p[0] for p in grid], errors, sigmas=sigmas, baseline_error=base_err,
-                                           baseline_sigma=base_sd, n_boot=N_BOOT)
-                except fits.FitError:
+                f = _fit(metric, tuple(tuple(p) for p in pts))
+                if f is None:
                     continue
                 out.append(api.FitStatus(
                     encoder=encoder, task=task, metric=metric, a=f.law.a, b=f.law.b, c=f.law.c, r2=f.r2,

@@ -274,3 +274,19 @@ def test_status_stays_bounded_for_a_big_grid():
     size = len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json")))
     assert size < 256 * 1024, size
     assert len(status.fits) == 80
+
+
+def test_unchanged_curves_are_not_refitted(monkeypatch):
+    from radscale.operator import fits, results
+
+    results._fit.cache_clear()
+    calls = []
+    real = fits.fit_power_law
+    monkeypatch.setattr(fits, "fit_power_law", lambda *a, **k: calls.append(1) or real(*a, **k))
+    curve = {"findings": {"auroc": {"dino": [[100.0, 0.7, 0.68, 0.72], [200.0, 0.75, 0.73, 0.77],
+                                            [400.0, 0.78, 0.76, 0.8]]}}}
+    first = results.fit_curves(curve)
+    again = results.fit_curves(json.loads(json.dumps(curve)))
+    assert len(first) == 1 and first == again and len(calls) == 1
+    curve["findings"]["auroc"]["dino"].append([800.0, 0.8, 0.78, 0.82])
+    assert len(results.fit_curves(curve)) == 1 and len(calls) == 2

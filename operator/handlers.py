@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from radscale.cells import CellResult
+from radscale.cells import CellResult, storage_options
 from radscale.operator import api, kube, plan, reconcile, validation
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Operator:
     def _options(self, study: api.ScalingStudy, namespace: str) -> dict[str, Any]:
         ds = study.spec.dataset
         creds = self.cluster.secret(namespace, ds.credentials_secret) if ds.credentials_secret else {}
-        return kube.storage_options(study.spec.output, ds.endpoint, creds)
+        return storage_options(study.spec.output, ds.endpoint, creds)
 
     def _observe(self, study: api.ScalingStudy, namespace: str) -> reconcile.Observed:
         jobs = self.cluster.list_jobs(namespace, study.metadata.name)

@@ -96,16 +96,3 @@ class FsspecStore:
             except ValueError as exc:  # a half-written or foreign file: report, do not crash-loop
                 log.warning("ignoring unreadable %s: %s", uri, exc)
                 return None
-
-
-def storage_options(uri: str, endpoint: str | None, credentials: dict[str, str]) -> dict[str, Any]:
-    """fsspec options for the study's storage, from its endpoint and credentials Secret."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    opts: dict[str, Any] = {}
-    if endpoint:
-        opts["endpoint_url"] = endpoint
-    if credentials.get("AWS_ACCESS_KEY_ID"):
-        opts["key"] = credentials["AWS_ACCESS_KEY_ID"]
-        opts["secret"] = credentials.get("AWS_SECRET_ACCESS_KEY", "")
-    return opts

@@ -15,6 +15,7 @@ Nothing else crosses.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,6 +56,26 @@ def join_uri(base: str, *parts: str) -> str:
     for part in parts:
         out += "/" + part.strip("/")
     return out
+
+
+def storage_options(uri: str, endpoint: str | None = None,
+                    credentials: dict[str, str] | None = None) -> dict[str, Any]:
+    """fsspec options for a study's storage, the same in both planes.
+
+    For S3: the endpoint (``spec.dataset.endpoint``, else $AWS_ENDPOINT_URL) and, when given, the keys
+    of the study's credentials Secret; without them s3fs reads AWS_ACCESS_KEY_ID/... from the
+    environment, as RayJobs have them. Other filesystems need nothing.
+    """
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    opts: dict[str, Any] = {}
+    url = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if url:
+        opts["endpoint_url"] = url
+    if credentials and credentials.get("AWS_ACCESS_KEY_ID"):
+        opts["key"] = credentials["AWS_ACCESS_KEY_ID"]
+        opts["secret"] = credentials.get("AWS_SECRET_ACCESS_KEY", "")
+    return opts
 
 
 class CellSpec(_Wire):

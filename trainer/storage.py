@@ -8,17 +8,12 @@ AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; s3fs reads them itself); the endpoint
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import fsspec
 
+from radscale.cells import storage_options
 
-def storage_options(uri: str, endpoint: str | None = None) -> dict[str, Any]:
-    """Options for ``fsspec.open``/``url_to_fs`` on ``uri``."""
-    if uri.startswith(("s3://", "s3a://")):
-        url = endpoint or os.environ.get("AWS_ENDPOINT_URL")
-        return {"endpoint_url": url} if url else {}
-    return {}
+__all__ = ["absolute", "exists", "filesystem", "read_text", "storage_options", "write_bytes"]
 
 
 def absolute(uri: str) -> str:

@@ -100,11 +100,17 @@ def test_results_are_read_for_finished_cells_once_and_reach_the_status():
     assert first.status.phase == "Running"
 
 
-def test_storage_options_for_s3_and_local():
-    assert kube.storage_options("s3://b/x", "http://minio:9000", {"AWS_ACCESS_KEY_ID": "a",
+def test_storage_options_for_s3_and_local(monkeypatch):
+    from radscale.cells import storage_options
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    assert storage_options("s3://b/x", "http://minio:9000", {"AWS_ACCESS_KEY_ID": "a",
                                                                   "AWS_SECRET_ACCESS_KEY": "b"}) == {
         "endpoint_url": "http://minio:9000", "key": "a", "secret": "b"}
-    assert kube.storage_options("file:///data", "http://minio:9000", {}) == {}
+    assert storage_options("file:///data", "http://minio:9000", {}) == {}
+    assert storage_options("s3://b/x") == {}  # keys from the environment, as in a RayJob
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    assert storage_options("s3://b/x") == {"endpoint_url": "http://127.0.0.1:9000"}
 
 
 def test_fsspec_store_reads_results_and_ignores_garbage(tmp_path):

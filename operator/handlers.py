@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -31,13 +32,23 @@ JOB_FAILURES = Counter("radscale_rayjob_failures_total", "RayJob attempts that f
 RETRIES = Counter("radscale_rayjob_retries_total", "RayJob attempts started after a failure", ["namespace", "study"])
 
 
+def settings_from_env(env: Mapping[str, str]) -> reconcile.Settings:
+    """Operator tuning from the Deployment's environment (the chart's ``operator.*`` values)."""
+    defaults = reconcile.Settings()
+    return reconcile.Settings(
+        default_image=env.get("RADSCALE_TRAINER_IMAGE", defaults.default_image),
+        backoff_base_s=float(env.get("RADSCALE_RETRY_BACKOFF_SECONDS", defaults.backoff_base_s)),
+        backoff_max_s=float(env.get("RADSCALE_RETRY_BACKOFF_MAX_SECONDS", defaults.backoff_max_s)),
+        vanish_grace_s=float(env.get("RADSCALE_VANISH_GRACE_SECONDS", defaults.vanish_grace_s)),
+    )
+
+
 class Operator:
     """The effects of one reconcile: everything the handlers do, behind injectable adapters."""
 
     def __init__(self, cluster: kube.Cluster, store: kube.Store, settings: reconcile.Settings | None = None):
         self.cluster, self.store = cluster, store
-        self.settings = settings or reconcile.Settings(
-            default_image=os.environ.get("RADSCALE_TRAINER_IMAGE", reconcile.Settings.default_image))
+        self.settings = settings or settings_from_env(os.environ)
         self._results: dict[tuple[str, str, str], CellResult] = {}  # finished evaluations, read once
 
     def _options(self, study: api.ScalingStudy, namespace: str) -> dict[str, Any]:

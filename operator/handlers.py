@@ -128,11 +128,20 @@ def _get() -> Operator:
     return _operator
 
 
-async def _run(body: dict[str, Any], logger: Any) -> None:
-    key = (body["metadata"].get("namespace", "default"), body["metadata"]["name"])
-    lock = _locks.setdefault(key, asyncio.Lock())
-    async with lock:  # one pass per study at a time; the timer and watch events interleave
-        outcome = await asyncio.to_thread(_get().reconcile, body, dt.datetime.now(dt.UTC))
+async def _run(namespace: str, name: str) -> None:
+    """One pass for one study, on the body as it is now.
+
+    Passes for a study are serialised (timer, spec changes and child events interleave), and each
+    reads the study afresh under the lock: a body captured before waiting would carry a stale
+    status, and acting on it would recreate jobs and roll the status back.
+    """
+    lock = _locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        op = _get()
+        body = await asyncio.to_thread(op.cluster.get_study, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return  # gone or going: the delete handler owns it now
+        outcome = await asyncio.to_thread(op.reconcile, body, dt.datetime.now(dt.UTC))
     if outcome is not None:
         for action in outcome.actions:
             if isinstance(action, reconcile.Event):
@@ -149,31 +158,20 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL, field="spec")
-async def _on_change(body: kopf.Body, logger: Any, **_: Any) -> None:
-    await _run(dict(body), logger)
+async def _on_change(namespace: str, name: str, **_: Any) -> None:
+    await _run(namespace, name)
 
 
 @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=float(os.environ.get("RADSCALE_RESYNC_SECONDS", "30")),
             initial_delay=5.0)
-async def _resync(body: kopf.Body, logger: Any, **_: Any) -> None:
-    await _run(dict(body), logger)
+async def _resync(namespace: str, name: str, **_: Any) -> None:
+    await _run(namespace, name)
 
 
 @kopf.on.event("ray.io", "v1", "rayjobs", labels={"radscale.io/study": kopf.PRESENT})
-async def _on_rayjob(body: kopf.Body, logger: Any, **_: Any) -> None:
+async def _on_rayjob(body: kopf.Body, **_: Any) -> None:
     """A child changed: reconcile its study now rather than at the next timer tick."""
-    ns = body["metadata"].get("namespace", "default")
-    study = body["metadata"]["labels"]["radscale.io/study"]
-    from kubernetes import client
-
-    try:
-        parent = await asyncio.to_thread(client.CustomObjectsApi().get_namespaced_custom_object,
-                                         api.GROUP, api.VERSION, ns, api.PLURAL, study)
-    except client.exceptions.ApiException as exc:
-        if exc.status == 404:
-            return  # the study is gone; its children go with it
-        raise
-    await _run(parent, logger)
+    await _run(body["metadata"].get("namespace", "default"), body["metadata"]["labels"]["radscale.io/study"])
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class Cluster(Protocol):
+    def get_study(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def list_jobs(self, namespace: str, study: str) -> dict[str, dict[str, Any]]: ...
     def create_job(self, namespace: str, manifest: dict[str, Any]) -> None: ...
     def delete_job(self, namespace: str, name: str) -> None: ...
@@ -40,6 +41,16 @@ class KubeCluster:
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._exc = client.exceptions.ApiException
+
+    def get_study(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from radscale.operator import api
+
+        try:
+            return self._custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        except self._exc as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def list_jobs(self, namespace: str, study: str) -> dict[str, dict[str, Any]]:
         out = self._custom.list_namespaced_custom_object(

@@ -288,6 +288,7 @@ class _Run:
 
     def summarise(self) -> None:
         s, now, gen = self.status, self.now, self.gen
+        previous = s.phase
         states = [c.state for c in s.cell_status]
         s.cells = api.CellCounts(
             total=len(states), succeeded=states.count(CellState.SUCCEEDED), failed=states.count(CellState.FAILED),
@@ -309,6 +310,10 @@ class _Run:
         failed_names = [c.name for c in s.cell_status if c.state is CellState.FAILED]
         if prep_failed:
             failed_names.insert(0, s.prepare.name)
+        if s.phase is not previous and s.phase in (api.Phase.SUCCEEDED, api.Phase.FAILED, api.Phase.SUSPENDED):
+            failures = f"; failed: {', '.join(failed_names[:10])}" if failed_names else ""
+            self.event("Warning" if s.phase is api.Phase.FAILED else "Normal", f"Study{s.phase.value}",
+                       f"{s.progress} cells succeeded{failures}")
         set_condition(s, api.ConditionType.SUSPENDED, self.spec.suspend, "Suspended" if self.spec.suspend
                       else "NotSuspended", "", now, gen)
         set_condition(s, api.ConditionType.PROGRESSING, not done and not self.spec.suspend,

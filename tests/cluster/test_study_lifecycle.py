@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from tests.cluster.conftest import Cluster, small_study
+from tests.cluster.conftest import Cluster, small_study, wait_for
 from tests.support.kuberay import metric
 
 
@@ -38,3 +38,94 @@ def test_grid_with_baselines_runs_to_succeeded(cluster: Cluster, operator, tmp_p
     # kubectl get renders the CRD's printer columns: Succeeded, Cells, Best
     row = cluster.kubectl("get", "scalingstudies", "--no-headers").split()
     assert row[:4] == ["grid", "True", "8/8", status["best"]], row
+
+
+def results_sizes(cluster: Cluster, name: str) -> set[int]:
+    curves = cluster.status(name).get("results", {})
+    return {int(p[0]) for by_metric in curves.values() for by_enc in by_metric.values()
+            for pts in by_enc.values() for p in pts}
+
+
+def test_partial_curves_appear_while_the_study_runs(cluster: Cluster, operator, tmp_path) -> None:
+    cluster.kuberay.behaviour.hold = lambda cell: cell.size == 800  # the largest size stays Running
+    cluster.apply(small_study(tmp_path, sizes=(100, 200, 400, 800)))
+    wait_for(lambda: cluster.status("grid").get("progress") == "8/10", what="all but the held cells",
+             on_timeout=lambda: json.dumps(cluster.status("grid"))[:3000])
+    status = cluster.status("grid")
+    assert results_sizes(cluster, "grid") == {0, 100, 200, 400}
+    assert status["phase"] == "Running" and cluster.condition("grid", "Succeeded")["status"] == "False"
+    assert len(status["fits"]) == 4, "fits appear as soon as a curve has three sizes"
+    running = [c for c in status["cellStatus"] if c["state"] == "Running"]
+    assert {c["size"] for c in running} == {800}
+    assert all(c["rayJob"].endswith("-pt") and c["dashboardURL"].endswith(":8265") for c in running)
+    cluster.kuberay.behaviour.hold = lambda cell: False
+    cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    assert results_sizes(cluster, "grid") == {0, 100, 200, 400, 800}
+
+
+def test_suspend_deletes_running_children_and_resume_finishes(cluster: Cluster, operator, tmp_path) -> None:
+    cluster.kuberay.behaviour.hold = lambda cell: cell.stage == "pretrain" and cell.size == 400
+    cluster.apply(small_study(tmp_path))
+    wait_for(lambda: cluster.status("grid").get("progress") == "6/8", what="all but the held cells")
+    before = list(cluster.created_rayjobs())
+    cluster.kubectl("patch", "scalingstudy", "grid", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    cluster.kubectl("wait", "--for=condition=Suspended", "scalingstudy/grid", "--timeout=30s", timeout=40)
+    wait_for(lambda: not [j for j in cluster.rayjobs() if "-400-" in j["metadata"]["name"]],
+             what="running RayJobs deleted")
+    status = cluster.status("grid")
+    states = {c["name"]: c["state"] for c in status["cellStatus"]}
+    assert sorted(s for s in states.values() if s != "Succeeded") == ["Suspended", "Suspended"]
+    assert status["phase"] == "Suspended" and status["progress"] == "6/8"  # finished work is kept
+
+    cluster.kuberay.behaviour.hold = lambda cell: False
+    cluster.kubectl("patch", "scalingstudy", "grid", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    new = cluster.created_rayjobs()[len(before):]
+    # the two suspended pretrain cells restart as new attempts (resuming from checkpoints), then evaluate
+    assert sorted(new) == ["grid-dino-400-ev", "grid-dino-400-pt-a1", "grid-unicl-400-ev", "grid-unicl-400-pt-a1"]
+
+
+def test_extending_a_finished_study_adds_only_new_cells(cluster: Cluster, operator, tmp_path) -> None:
+    cluster.apply(small_study(tmp_path))
+    cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    before = list(cluster.created_rayjobs())
+    cluster.apply(small_study(tmp_path, sizes=(100, 200, 400, 800)))
+    assert cluster.study("grid")["metadata"]["generation"] == 2
+    # kubectl wait compares the condition's observedGeneration with the object's generation
+    cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    assert cluster.status("grid")["observedGeneration"] == 2
+    assert sorted(cluster.created_rayjobs()[len(before):]) == [
+        "grid-dino-800-ev", "grid-dino-800-pt", "grid-unicl-800-ev", "grid-unicl-800-pt"]
+    assert cluster.status("grid")["progress"] == "10/10"
+
+
+def test_a_change_that_invalidates_finished_cells_is_refused(cluster: Cluster, operator, tmp_path) -> None:
+    cluster.apply(small_study(tmp_path))
+    cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    before = list(cluster.created_rayjobs())
+    doc = small_study(tmp_path)
+    doc["spec"]["computeBudget"]["steps"] = 80
+    cluster.apply(doc)
+    ready = wait_for(lambda: (c := cluster.condition("grid", "Ready")) and c["status"] == "False" and c,
+                     what="Ready=False")
+    assert "spec.computeBudget" in ready["message"]
+    assert cluster.created_rayjobs() == before and cluster.status("grid")["progress"] == "8/8"
+
+
+def test_deleting_a_study_deletes_its_running_children(cluster: Cluster, operator, tmp_path) -> None:
+    cluster.kuberay.behaviour.hold = lambda cell: cell.stage == "pretrain"
+    cluster.apply(small_study(tmp_path))
+    wait_for(lambda: len(cluster.rayjobs()) >= 3, what="running children")
+    cluster.kubectl("delete", "scalingstudy", "grid", "--timeout=30s", timeout=40)
+    wait_for(lambda: not cluster.rayjobs() and cluster.study("grid") is None, what="children and study gone")
+
+
+def test_events_and_metrics(cluster: Cluster, operator, tmp_path) -> None:
+    cluster.apply(small_study(tmp_path))
+    cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    events = json.loads(cluster.kubectl("get", "events", "-o", "json"))["items"]
+    reasons = Counter(e["reason"] for e in events if e["involvedObject"]["name"] == "grid")
+    assert reasons["JobCreated"] == 15 and reasons["StageSucceeded"] == 15 and reasons["StudySucceeded"] == 1
+    text = operator.metrics()
+    assert 'radscale_cells{namespace="default",state="Succeeded",study="grid"} 8.0' in text
+    assert "radscale_reconcile_seconds_count" in text

@@ -1,7 +1,12 @@
 {{- define "radscale.name" -}}radscale{{- end -}}
 
 {{- define "radscale.fullname" -}}
+{{- /* the usual convention: a release already named after the chart is not prefixed twice */ -}}
+{{- if contains "radscale" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-%s" .Release.Name "radscale" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "radscale.labels" -}}

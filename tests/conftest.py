@@ -3,6 +3,8 @@ from __future__ import annotations
 import copy
 import os
 import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,25 @@ def edit(doc: dict[str, Any], set_: dict[str, Any] | None = None, delete: list[s
             node = node[p]
         del node[last]
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on loopback; credentials are dummies that moto accepts."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

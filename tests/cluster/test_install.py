@@ -39,3 +39,15 @@ def test_kustomize_base_applies_with_kubectl(cluster: Cluster) -> None:
     out = cluster.kubectl("apply", "--validate=false", "-k", str(REPO / "manifests" / "operator"))
     assert "deployment.apps/radscale" in out and "namespace/radscale-system" in out
     assert cluster.server.objects("apps/v1/deployments", "radscale-system")
+
+
+def test_operator_scale_bench_executes() -> None:
+    """The benchmark's plumbing, at a size that says nothing about speed (numbers: docs/benchmarks.md)."""
+    import sys
+
+    kube_tool("kubectl")
+    proc = subprocess.run([sys.executable, "bench/operator_scale.py", "--studies", "2", "--duration", "8",
+                           "--job-seconds", "0.3"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "studies with a first RayJob: 2/2" in proc.stdout
+    assert "per transition" in proc.stdout and "operator peak RSS" in proc.stdout

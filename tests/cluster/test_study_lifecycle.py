@@ -129,3 +129,28 @@ def test_events_and_metrics(cluster: Cluster, operator, tmp_path) -> None:
     text = operator.metrics()
     assert 'radscale_cells{namespace="default",state="Succeeded",study="grid"} 8.0' in text
     assert "radscale_reconcile_seconds_count" in text
+
+
+def test_results_on_s3_are_read_with_the_studys_credentials_secret(cluster: Cluster, tmp_path, s3_endpoint) -> None:
+    import base64
+
+    import s3fs
+
+    from tests.support.operator_process import OperatorProcess
+
+    keys = {"AWS_ACCESS_KEY_ID": "radscale", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="x", secret="y").mkdir("cxr-results")
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cxr-s3", "namespace": "default"},
+                   "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()}})
+    cluster.kuberay.behaviour.options = {"endpoint_url": s3_endpoint, "key": "trainer", "secret": "pod-env"}
+    doc = small_study(tmp_path, output="s3://cxr-results/grid")
+    doc["spec"]["dataset"].update(endpoint=s3_endpoint, credentialsSecret="cxr-s3")
+    # the operator has no AWS keys of its own: only the Secret's can reach the store
+    op = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log",
+                         env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
+    with op:
+        cluster.apply(doc)
+        cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
+    assert results_sizes(cluster, "grid") == {0, 100, 200, 400}
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="x", secret="y")
+    assert len(fs.glob("cxr-results/grid/*/result.json")) == 8

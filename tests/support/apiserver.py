@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import secrets
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -191,12 +192,14 @@ class ApiServer(kmock.KubernetesEmulator):
 
     history: int = 100_000
     """Watch events kept for replay; older resourceVersions get 410 Gone, as after etcd compaction."""
-    keep_requests: bool = True
-    """kmock records every request for assertions; long benchmarks turn it off."""
+    keep_requests: bool = False
+    """kmock records every request for assertions, and matches each new request against all of
+    them: O(n) per request. Off by default (``writes``/``created`` count what tests assert on)."""
 
     store: dict[Key, dict[str, Any]] = attrs.field(factory=dict, init=False)
     writes: Counter = attrs.field(factory=Counter, init=False)  # (verb, plural) -> count of effective writes
     created: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)  # (plural, ns, name), ever
+    created_at: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)  # monotonic time
     printer_columns: dict[kmock.resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1, init=False)
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
@@ -397,6 +400,7 @@ class ApiServer(kmock.KubernetesEmulator):
         self.store[key] = obj
         self.writes["create", key[0].plural] += 1
         self.created.append((key[0].plural, key[1] or "", key[2]))
+        self.created_at[self.created[-1]] = time.monotonic()
         if key[0] == CRDS:
             self._serve_crd(obj)
         await self._emit(key[0], "ADDED", obj)
@@ -556,7 +560,7 @@ class Running:
     """
 
     def __init__(self, server: ApiServer | None = None, port: int = 0):
-        self.server = server or ApiServer()
+        self.server = server if server is not None else ApiServer()  # a View with no requests is falsy
         self._port = port
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None

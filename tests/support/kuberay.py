@@ -65,6 +65,9 @@ class _Track:
     since: float
 
 
+_NEW = _Track("New", 0.0)  # what an untracked job counts as
+
+
 class FakeKubeRay:
     def __init__(self, server: ApiServer, behaviour: Behaviour | None = None, tick: float = 0.02):
         self.server = server
@@ -73,10 +76,16 @@ class FakeKubeRay:
         self.finished: dict[str, str] = {}  # RayJob name -> jobStatus it ended with
         self._tracks: dict[str, _Track] = {}  # by uid
         self.errors: list[str] = []  # the controller's own failures; a test asserts there are none
+        self.finished_at: dict[str, float] = {}  # RayJob name -> monotonic time of its terminal status
+        self._cells: dict[str, CellSpec] = {}  # by uid: parsed once
 
     async def run(self) -> None:
+        res = _res()
         while True:
-            for job in self.server.objects(RAYJOBS):
+            # stored objects are replaced on every write, never mutated: reading them needs no copy
+            live = [o for k, o in list(self.server.store.items())
+                    if k[0] == res and self._tracks.get(o["metadata"]["uid"], _NEW).phase != "Done"]
+            for job in live:
                 try:
                     await self._step(job)
                 except Exception as exc:  # keep going; the test fails on self.errors
@@ -97,7 +106,9 @@ class FakeKubeRay:
             return
         now = time.monotonic()
         track = self._tracks.get(meta["uid"])
-        cell = CellSpec.from_arg(shlex.split(job["spec"]["entrypoint"])[-1])
+        cell = self._cells.get(meta["uid"])
+        if cell is None:
+            cell = self._cells[meta["uid"]] = CellSpec.from_arg(shlex.split(job["spec"]["entrypoint"])[-1])
         b = self.behaviour
         if track is None:
             self._tracks[meta["uid"]] = _Track("Initializing", now)
@@ -114,6 +125,7 @@ class FakeKubeRay:
                 await asyncio.to_thread(write_outputs, cell, b.options)
             self._tracks[meta["uid"]] = _Track("Done", now)
             self.finished[meta["name"]] = "FAILED" if failed else "SUCCEEDED"
+            self.finished_at[meta["name"]] = now
             if failed:
                 await self._status(job, jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed",
                                    message="Job entrypoint command failed with exit code 1", endTime=_stamp())

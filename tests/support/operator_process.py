@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: pathlib.Path, log: pathlib.Path, env: dict[str, str] | None = None,
+    def __init__(self, kubeconfig: pathlib.Path, log: pathlib.Path, env: dict[str, str | None] | None = None,
                  namespace: str | None = None):
         self.kubeconfig, self.log = kubeconfig, log
         self.env = env or {}
@@ -46,6 +46,7 @@ class OperatorProcess:
             "RADSCALE_VANISH_GRACE_SECONDS": "5",
             **self.env,
         }
+        env = {k: v for k, v in env.items() if v is not None}  # None unsets: e.g. no AWS keys but the Secret's
         cmd = [sys.executable, "-m", "kopf", "run", "--standalone", *scope,
                f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", "-m", "radscale.operator.handlers"]
         self.starts += 1

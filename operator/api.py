@@ -203,6 +203,10 @@ class EncoderSpec(Model):
     image_size: int = Field(..., ge=32, le=2048, description="Input resolution (pixels) of global views.")
     optimizer: OptimizerSpec = sub(OptimizerSpec, "Optimizer settings.")
     text: TextSpec | None = Field(None, description="Text tower (clip/unicl only). Defaults apply when unset.")
+    prototypes: int = Field(
+        65536, ge=16, le=262144,
+        description="DINO/iBOT head prototypes (dino only; the DINOv2 default is 65,536).",
+    )
 
 
 # ---- compute and resources ----------------------------------------------------------------

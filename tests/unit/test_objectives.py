@@ -97,8 +97,12 @@ def test_unicl_equals_clip_when_all_labels_are_distinct() -> None:
     img, txt = torch.randn(8, 32), torch.randn(8, 32)
     scale = clip.LogitScale()()
     targets = unicl.label_targets(torch.arange(8), torch.arange(8))
-    assert unicl.unicl_loss(img, txt, targets, scale).item() == pytest.approx(
-        clip.clip_loss(img, txt, scale).item(), rel=1e-6)
+    logits = clip.contrastive_logits(img, txt, scale)
+    assert unicl.unicl_loss(logits, targets).item() == pytest.approx(clip.clip_loss(img, txt, scale).item(), rel=1e-6)
+    # and the multi-label form with distinct reports and no positive labels is CLIP plus prompt negatives
+    no_labels = torch.zeros(8, 3)
+    loss = unicl.multilabel_unicl_loss(img, txt, torch.randn(3, 32), torch.arange(8), no_labels, scale)
+    assert loss > clip.clip_loss(img, txt, scale) - 1e-6
 
 
 def test_unicl_multilabel_targets_and_prompts() -> None:
@@ -107,10 +111,10 @@ def test_unicl_multilabel_targets_and_prompts() -> None:
     t = unicl.multilabel_targets(report_ids, labels)
     assert t.tolist() == [[1, 0, 1, 1, 0], [0, 1, 0, 0, 1], [1, 0, 1, 0, 0]]  # -1 uncertain: not positive
     assert unicl.prompt("pleural_effusion") == "chest x-ray with pleural effusion"
-    img, txt = torch.randn(3, 16, requires_grad=True), torch.randn(5, 16, requires_grad=True)
-    loss = unicl.unicl_loss(img, txt, t, clip.LogitScale()())
+    img, rep, pr = (torch.randn(n, 16, requires_grad=True) for n in (3, 3, 2))
+    loss = unicl.multilabel_unicl_loss(img, rep, pr, report_ids, labels, clip.LogitScale()())
     loss.backward()
-    assert torch.isfinite(loss) and img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0
+    assert torch.isfinite(loss) and all(t.grad.abs().sum() > 0 for t in (img, rep, pr))
 
 
 def test_gradients_reach_the_student_not_the_teacher_and_ema_moves_the_teacher() -> None:

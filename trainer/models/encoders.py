@@ -240,14 +240,23 @@ class Encoder(nn.Module):
         with self._autocast(x):
             return self._split(self.model.forward_features(x))
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> torch.Tensor:
         m = self.model
-        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        tokens = m.patch_embed(x)
+        if mask is not None:  # iBOT: masked patches become the mask token before position embedding
+            flat = tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
+            flat = torch.where(mask.unsqueeze(-1), mask_token.to(flat.dtype).view(1, 1, -1), flat)
+            tokens = flat.view(tokens.shape)
+        return m.norm_pre(m.patch_drop(m._pos_embed(tokens)))
 
-    def forward_multicrop(self, crops: Sequence[torch.Tensor]) -> list[Features]:
-        """``crops``: tensors (B_i, C, H_i, W_i), one per resolution. All tokens run as one packed batch."""
+    def forward_multicrop(self, crops: Sequence[torch.Tensor], masks: Sequence[torch.Tensor] = (),
+                          mask_token: torch.Tensor | None = None) -> list[Features]:
+        """``crops``: tensors (B_i, C, H_i, W_i), one per resolution. All tokens run as one packed batch.
+        ``masks``: bool (B_i, N_i) for the first ``len(masks)`` crops, replaced by ``mask_token``."""
         with self._autocast(crops[0]):
-            groups = [self._embed(x) for x in crops]  # (B_i, N_i, C)
+            groups = [self._embed(x, masks[i] if i < len(masks) else None, mask_token)
+                      for i, x in enumerate(crops)]  # (B_i, N_i, C)
             lengths = [n for g in groups for n in [g.shape[1]] * g.shape[0]]
             cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
                               device=crops[0].device)

@@ -12,13 +12,10 @@ per structured label ("chest x-ray with pleural effusion"); an image is positive
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from radscale.trainer.objectives.clip import contrastive_logits
-from radscale.trainer.objectives.distributed import gather
+from radscale.trainer.objectives.distributed import gather, gather_with_grad
 
 
 def label_targets(image_labels: torch.Tensor, text_labels: torch.Tensor) -> torch.Tensor:
@@ -41,12 +38,9 @@ def multilabel_targets(report_ids: torch.Tensor, labels: torch.Tensor) -> torch.
     return torch.cat([same_report, (labels == 1).float()], dim=1)
 
 
-def unicl_loss(image: torch.Tensor, text: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``targets`` [B_img, B_txt] for this worker's images and texts; negatives and positives from
-    every worker (targets are block-diagonal across workers: texts of other workers are negatives,
-    unless they are shared prompts, which each worker passes as its own columns)."""
-    logits = contrastive_logits(image, text, scale)
-    targets = _global_targets(targets, logits.shape)
+def unicl_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Both directions against the positives of ``targets`` (same shape as ``logits``), averaged.
+    Rows or columns without a positive are left out of their direction."""
     row = targets / targets.sum(dim=1, keepdim=True).clamp(min=1e-12)
     col = targets / targets.sum(dim=0, keepdim=True).clamp(min=1e-12)
     has_row, has_col = targets.sum(dim=1) > 0, targets.sum(dim=0) > 0
@@ -55,12 +49,16 @@ def unicl_loss(image: torch.Tensor, text: torch.Tensor, targets: torch.Tensor, s
     return 0.5 * (i2t + t2i)
 
 
-def _global_targets(local: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    if tuple(local.shape) == tuple(shape):
-        return local
-    blocks = gather(local.contiguous())  # [W * B_img, B_txt]: each worker's rows over its own texts
-    rows, cols = local.shape
-    out = local.new_zeros(shape)
-    for w in range(shape[0] // rows):
-        out[w * rows:(w + 1) * rows, w * cols:(w + 1) * cols] = blocks[w * rows:(w + 1) * rows]
-    return out
+def multilabel_unicl_loss(image: torch.Tensor, reports: torch.Tensor, prompts: torch.Tensor,
+                          report_ids: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """MI2-style UniCL over the global batch: images against every worker's reports (gathered) and
+    the label prompts (the same on every worker, so not gathered).
+
+    ``report_ids`` [B] int64, equal for identical report texts on any worker (a text hash);
+    ``labels`` [B, L] for the L prompts."""
+    image_g = gather_with_grad(F.normalize(image.float(), dim=-1))
+    reports_g = gather_with_grad(F.normalize(reports.float(), dim=-1))
+    prompts = F.normalize(prompts.float(), dim=-1)
+    logits = scale * image_g @ torch.cat([reports_g, prompts]).t()
+    targets = multilabel_targets(gather(report_ids), gather(labels))
+    return unicl_loss(logits, targets)

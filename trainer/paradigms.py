@@ -1,0 +1,191 @@
+"""The trainable models of each paradigm and their loss on one batch.
+
+``DinoStudent`` (RAD-DINO): image tower + DINO head (shared by the CLS and iBOT losses, as in the
+DINOv2 default) + mask token; the teacher is its EMA copy. ``ContrastiveModel`` (MI2: clip or
+unicl): image tower + projection, text tower, learnable temperature. Each forward takes the views
+of one batch so that DDP (which hooks ``forward``) synchronises every gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from radscale.trainer import augment
+from radscale.trainer.models.encoders import Encoder, encoder_from_spec
+from radscale.trainer.models.text import text_from_spec
+from radscale.trainer.objectives import clip, dino, ibot, koleo, teacher, unicl
+from radscale.trainer.objectives.heads import DINOHead
+
+
+def _patch(encoder: Encoder) -> int:
+    size = encoder.model.patch_embed.patch_size
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+class DinoStudent(nn.Module):
+    def __init__(self, encoder: Encoder, prototypes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = DINOHead(encoder.embed_dim, out_dim=prototypes)
+        self.mask_token = nn.Parameter(torch.zeros(encoder.embed_dim))
+
+    def forward(self, crops: list[torch.Tensor], masks: list[torch.Tensor] | None = None):
+        feats = self.encoder.forward_multicrop(crops, masks or (), self.mask_token if masks else None)
+        cls_logits = [self.head(f.cls) for f in feats]
+        patch_logits = None
+        if masks:
+            patches = torch.cat([f.patches for f in feats[: len(masks)]])[torch.cat(masks)]
+            patch_logits = self.head(patches)
+        return feats, cls_logits, patch_logits
+
+
+class DinoObjective:
+    """DINO + iBOT + 0.1 KoLeo, with the teacher (EMA) and its schedules."""
+
+    def __init__(self, student: DinoStudent, steps: int, local_crops: int = 8, centering: str = "centering"):
+        self.teacher = copy.deepcopy(student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        k = student.head.last_layer.out_features
+        self.dino_loss, self.ibot_loss = dino.DINOLoss(k), ibot.IBOTPatchLoss(k)
+        self.steps, self.centering = steps, centering
+        self.crops = augment.MultiCrop(student.encoder.model.patch_embed.img_size[0], _patch(student.encoder),
+                                       local_crops=local_crops)
+        self.warmup = max(1, steps // 10)  # teacher temperature warm-up: the first 10% of the steps
+
+    def to(self, device: torch.device) -> DinoObjective:
+        self.teacher.to(device)
+        self.dino_loss.to(device)
+        self.ibot_loss.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.state_dict(), "dino_center": self.dino_loss.center,
+                "ibot_center": self.ibot_loss.center}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher.load_state_dict(state["teacher"])
+        self.dino_loss.center.copy_(state["dino_center"])
+        self.ibot_loss.center.copy_(state["ibot_center"])
+
+    def loss(self, model: nn.Module, batch: Any, step: int, device: torch.device) -> tuple[torch.Tensor, dict]:
+        x = augment.unit(batch.images, device)
+        views = self.crops(x)
+        b = x.shape[0]
+        n = (views[0].shape[-1] // _patch(self.teacher.encoder)) ** 2
+        rng = np.random.default_rng([step, int(batch.row_ids[0]) if len(batch.row_ids) else 0])
+        masks = [m.to(device) for m in ibot.sample_masks(2 * b, n, generator=_PyRandom(rng)).split(b)]
+        temp = teacher.teacher_temperature(step, self.warmup)
+        with torch.no_grad():
+            t_feats, t_cls, _ = self.teacher(views[:2])
+            t_probs = self.dino_loss.teacher_targets(torch.cat(t_cls), temp, self.centering).split(b)
+            t_patches = torch.cat([f.patches for f in t_feats])[torch.cat(masks)]
+            t_patch_probs = self.ibot_loss.teacher_targets(self.teacher.head(t_patches), temp, self.centering)
+        feats, s_cls, s_patch = model(views, masks)
+        loss_dino = self.dino_loss(s_cls, list(t_probs))
+        loss_ibot = self.ibot_loss(s_patch, t_patch_probs, torch.cat(masks))
+        loss_koleo = sum(koleo.koleo_loss(f.cls) for f in feats[:2])
+        loss = loss_dino + loss_ibot + koleo.WEIGHT * loss_koleo
+        return loss, {"loss_dino": loss_dino.item(), "loss_ibot": loss_ibot.item(),
+                      "loss_koleo": float(loss_koleo.detach()), "teacher_temp": temp}
+
+    def after_step(self, model: nn.Module, step: int) -> dict:
+        m = teacher.teacher_momentum(step, self.steps)
+        teacher.ema_update(self.teacher, _unwrap(model), m)
+        return {"teacher_momentum": m}
+
+    def image_tower(self, model: nn.Module) -> nn.Module:
+        """What ``encoder.safetensors`` holds: the teacher's backbone (DINOv2 and RAD-DINO release it)."""
+        return self.teacher.encoder.model
+
+
+class _PyRandom:
+    """random.Random's ``uniform``/``sample`` over a numpy Generator (seeded per step and batch)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def uniform(self, a: float, b: float) -> float:
+        return float(self.rng.uniform(a, b))
+
+    def sample(self, population: range, k: int) -> list[int]:
+        return self.rng.choice(len(population), size=k, replace=False).tolist()
+
+
+class ContrastiveModel(nn.Module):
+    def __init__(self, encoder: Encoder, text_spec: Any, storage_options: dict | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.text = text_from_spec(text_spec, storage_options)
+        embed = self.text.transformer.output_dim
+        self.image_proj = nn.Linear(encoder.embed_dim, embed, bias=False)
+        self.logit_scale = clip.LogitScale()
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        return self.image_proj(self.encoder(images).cls), self.text(tokens), self.logit_scale()
+
+
+class ContrastiveObjective:
+    """CLIP on image-report pairs, or UniCL with label prompts (MI2)."""
+
+    def __init__(self, model: ContrastiveModel, paradigm: str, label_names: tuple[str, ...]):
+        self.paradigm = paradigm
+        self.view = augment.SingleView(model.encoder.model.patch_embed.img_size[0], _patch(model.encoder))
+        self.prompts = [unicl.prompt(n) for n in label_names] if paradigm == "unicl" else []
+        self.tokenizer = model.text.tokenizer
+
+    def to(self, device: torch.device) -> ContrastiveObjective:
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def loss(self, model: nn.Module, batch: Any, step: int, device: torch.device) -> tuple[torch.Tensor, dict]:
+        images = self.view(augment.unit(batch.images, device))
+        tokens = self.tokenizer(list(batch.reports) + self.prompts).to(device)
+        img, txt, scale = model(images, tokens)
+        b = img.shape[0]
+        if self.paradigm == "clip":
+            loss = clip.clip_loss(img, txt[:b], scale)
+        else:
+            ids = torch.tensor([_text_id(r) for r in batch.reports], dtype=torch.int64, device=device)
+            labels = torch.as_tensor(np.nan_to_num(batch.labels, nan=0.0), device=device)
+            loss = unicl.multilabel_unicl_loss(img, txt[:b], txt[b:], ids, labels, scale)
+        return loss, {"logit_scale": float(scale)}
+
+    def after_step(self, model: nn.Module, step: int) -> dict:
+        return {}
+
+    def image_tower(self, model: nn.Module) -> nn.Module:
+        return _unwrap(model).encoder.model
+
+
+def _text_id(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "big")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def build(cell: Any, label_names: tuple[str, ...], storage_options: dict | None = None):
+    """(model to train, objective) for a pretrain cell spec."""
+    # The Triton interpreter (TRITON_INTERPRET=1, how CI checks the kernels) is orders of magnitude
+    # slower than SDPA: on CPU, ``auto`` trains with SDPA. ``triton`` still insists.
+    backend = "sdpa" if cell.attention == "auto" and not torch.cuda.is_available() else cell.attention
+    enc = encoder_from_spec(cell.encoder, attention_backend=backend, weights=cell.weights,
+                            storage_options=storage_options)
+    if cell.encoder.paradigm == "dino":
+        student = DinoStudent(enc, cell.encoder.prototypes)
+        return student, DinoObjective(student, cell.budget.steps)
+    model = ContrastiveModel(enc, cell.encoder.text, storage_options)
+    return model, ContrastiveObjective(model, cell.encoder.paradigm, label_names)

@@ -1,0 +1,334 @@
+"""Continual pretraining of one cell on Ray Train: ``python -m radscale.trainer.pretrain --cell CELL``.
+
+CELL is the cell spec (inline JSON, or a path/URL of it) that the operator or the local runner
+writes. The job runs ``computeBudget.steps`` optimizer steps at ``globalBatchSize`` over the
+cell's nested subset (constant compute: small subsets see more epochs), on
+``resources.pretrain.workers`` Ray Train workers (DDP; bf16 autocast on GPU, fp32 on CPU).
+
+Checkpoints go to ``<output>/<cell>/checkpoints/`` through fsspec (local or S3) every
+``checkpointEvery`` steps. A failed worker is restarted by Ray Train from the latest checkpoint
+(``RADSCALE_MAX_WORKER_FAILURES``, 3); a new job for the same cell (a retry RayJob, a resumed
+study) finds the same run in storage and resumes from it too. The data position is part of the
+checkpoint, so the run ends at exactly the step budget and repeats at most the steps since the
+last checkpoint.
+
+Outputs: ``encoder.safetensors`` (the image tower; the teacher's for dino) and ``result.json``
+with the pretrain stage. Metrics (loss, LR, images/s, GPU memory) go to MLflow (one run per cell
+under the study's experiment, resumed by tag) and through ``ray.train.report``.
+
+Exit codes: 0 done, 2 bad input (named), 1 training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from radscale.cells import CellResult, CellSpec, PretrainResult, join_uri, storage_options
+
+log = logging.getLogger("radscale.pretrain")
+LOG_EVERY = 10
+last_metrics: dict[str, Any] = {}  # the final reported metrics of the last run() in this process
+
+
+class CellError(ValueError):
+    """Bad input to a pretrain job: the message names the field or file and what to do."""
+
+
+def localise(cell: CellSpec) -> CellSpec:
+    """Relative local URIs made absolute: Ray workers run in another working directory."""
+    from radscale.trainer.storage import absolute
+
+    weights = cell.weights if cell.weights == "none" or cell.weights.startswith("hf-hub:") else absolute(cell.weights)
+    return cell.model_copy(update={
+        "output": absolute(cell.output), "shards": absolute(cell.shards), "weights": weights,
+        "dataset": cell.dataset.model_copy(update={"uri": absolute(cell.dataset.uri)})})
+
+
+def check(cell: CellSpec) -> dict[str, Any]:
+    """Fail fast on what would otherwise fail inside a worker; returns the prepared index."""
+    from radscale.trainer import storage
+
+    if cell.stage != "pretrain":
+        raise CellError(f"stage: this entrypoint runs pretrain cells, got {cell.stage!r}")
+    if cell.encoder is None or cell.size <= 0:
+        raise CellError("encoder/size: a pretrain cell needs an encoder and a size > 0 (baselines only evaluate)")
+    index_uri = join_uri(cell.shards, "index.json")
+    try:
+        index = json.loads(storage.read_text(index_uri, cell.dataset.endpoint))
+    except FileNotFoundError as exc:
+        raise CellError(f"shards: {index_uri} does not exist; run the prepare stage for this dataset first") from exc
+    pool = int(index["pool"])
+    if cell.size > pool:
+        raise CellError(f"size: {cell.size} exceeds the prepared pool of {pool} images; lower spec.sizes")
+    if cell.size < cell.budget.global_batch_size:
+        raise CellError(f"size: {cell.size} is smaller than computeBudget.globalBatchSize "
+                        f"({cell.budget.global_batch_size}); no full batch can be drawn")
+    if cell.encoder.paradigm in ("clip", "unicl") and not cell.dataset.columns.report:
+        raise CellError(f"encoder.paradigm: {cell.encoder.paradigm} needs reports; set dataset.columns.report "
+                        "or use paradigm dino")
+    if cell.weights != "none" and not cell.weights.startswith("hf-hub:") \
+            and not storage.exists(cell.weights, cell.dataset.endpoint):
+        raise CellError(f"weights: {cell.weights} cannot be read; fix encoders[].init or its credentials")
+    return index
+
+
+# ---- the worker loop ------------------------------------------------------------------------------
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    import numpy as np
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from radscale.trainer import optim, paradigms
+    from radscale.trainer.data.loader import PreparedDataset
+    from radscale.trainer.models.encoders import save_weights
+
+    cell = CellSpec.model_validate_json(config["cell"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cell.seed)
+    opts = storage_options(cell.output, cell.dataset.endpoint)
+    labels = tuple(cell.dataset.columns.labels)
+    model, objective = paradigms.build(cell, labels, opts)
+    tower = model.encoder.model
+    opt_spec = cell.encoder.optimizer
+    optimizer = optim.build(model, tower, opt_spec)
+    model = ray.train.torch.prepare_model(model)
+    objective.to(device)
+    position = {"step": 0, "epoch": 0, "batch": 0}
+    resumed_from = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
+        paradigms._unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        objective.load_state_dict(state["objective"])
+        position = state["position"]
+        resumed_from = position["step"]
+        if rank == 0:
+            print(f"resumed from step {position['step']}", flush=True)
+
+    data = PreparedDataset(cell.shards, labels=labels, endpoint=cell.dataset.endpoint)
+    steps, every = cell.budget.steps, cell.budget.checkpoint_every
+    per_worker = cell.budget.global_batch_size // world
+    step, epoch, skip = position["step"], position["epoch"], position["batch"]
+    chaos = config.get("chaos") or {}
+    client = _mlflow(config)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    window_start, window_images, last_loss = time.perf_counter(), 0, float("nan")
+
+    while step < steps:
+        for i, batch in enumerate(data.iter_batches(cell.size, batch_size=per_worker, rank=rank, world_size=world,
+                                                    epoch=epoch, seed=cell.seed)):
+            if i < skip:
+                continue
+            if len(batch.row_ids) < per_worker:
+                break  # drop the last partial batch: every step has the same global batch
+            if chaos.get("step") == step + 1 and rank == world - 1 and not Path(chaos["marker"]).exists():
+                Path(chaos["marker"]).touch()
+                raise RuntimeError(f"chaos: injected worker failure at step {step + 1}")
+            lr, wd = optim.schedule(optimizer, step, opt_spec, steps)
+            with autocast:
+                loss, extra = objective.loss(model, batch, step, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if opt_spec.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), opt_spec.clip_grad)
+            optimizer.step()
+            extra.update(objective.after_step(model, step))
+            step += 1
+            last_loss = float(loss.detach())
+            if not np.isfinite(last_loss):
+                raise FloatingPointError(f"loss is {last_loss} at step {step}; lower encoders[].optimizer.lr")
+            window_images += cell.budget.global_batch_size
+            position = {"step": step, "epoch": epoch, "batch": i + 1}
+            metrics = {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr, "weight_decay": wd,
+                       "resumed_from": resumed_from, **extra}
+            if step % LOG_EVERY == 0 or step % every == 0 or step == steps:
+                elapsed = time.perf_counter() - window_start
+                metrics["images_per_s"] = window_images / max(elapsed, 1e-9)
+                if device.type == "cuda":
+                    metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                window_start, window_images = time.perf_counter(), 0
+                if client is not None and rank == 0:
+                    client.log_batch(config["run_id"], metrics=_mlflow_metrics(metrics, step))
+            if step % every == 0 or step == steps:
+                _report(metrics, rank, model, optimizer, objective, position)
+            if step >= steps:
+                break
+        else:
+            epoch, skip = epoch + 1, 0
+            continue
+        if step < steps:  # broke out on a partial batch: next epoch
+            epoch, skip = epoch + 1, 0
+
+    if rank == 0:
+        save_weights(objective.image_tower(model), cell.encoder_uri, opts)
+
+
+def _report(metrics: dict[str, Any], rank: int, model: Any, optimizer: Any, objective: Any,
+            position: dict[str, int]) -> None:
+    import ray.train
+    import torch
+
+    from radscale.trainer import paradigms
+
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"model": paradigms._unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "objective": objective.state_dict(), "position": position}, Path(d) / "state.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+# ---- MLflow ------------------------------------------------------------------------------------------
+
+
+def _mlflow(config: dict[str, Any]) -> Any:
+    if not config.get("tracking_uri") or not config.get("run_id"):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=config["tracking_uri"])
+
+
+def _mlflow_metrics(metrics: dict[str, Any], step: int) -> list[Any]:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, int | float)]
+
+
+def mlflow_run(cell: CellSpec) -> tuple[str | None, str | None]:
+    """(tracking URI, run id): the cell's run under the study's experiment, found again by tag on resume."""
+    if cell.tracking is None or not cell.tracking.uri:
+        return None, None
+    from mlflow.tracking import MlflowClient
+
+    uri = cell.tracking.uri
+    client = MlflowClient(tracking_uri=uri)
+    name = cell.tracking.experiment or f"{cell.namespace}/{cell.study}"
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    runs = client.search_runs([exp_id], filter_string=f"tags.`radscale.cell` = '{cell.cell}' "
+                                                      "and tags.`radscale.stage` = 'pretrain'", max_results=1)
+    if runs:
+        return uri, runs[0].info.run_id
+    run = client.create_run(exp_id, run_name=f"{cell.cell}-pretrain",
+                            tags={"radscale.study": cell.study, "radscale.cell": cell.cell,
+                                  "radscale.stage": "pretrain", "radscale.encoder": cell.encoder.name,
+                                  "radscale.size": str(cell.size)})
+    from mlflow.entities import Param
+
+    params = {"paradigm": cell.encoder.paradigm, "model": cell.encoder.model, "size": cell.size,
+              "steps": cell.budget.steps, "global_batch_size": cell.budget.global_batch_size,
+              "lr": cell.encoder.optimizer.lr, "workers": cell.resources.workers}
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return uri, run.info.run_id
+
+
+# ---- the driver ----------------------------------------------------------------------------------------
+
+
+def run(cell: CellSpec) -> CellResult:
+    import fsspec
+    import pyarrow.fs as pafs
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cell = localise(cell)
+    check(cell)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    opts = storage_options(cell.output, cell.dataset.endpoint)
+    fs, root = fsspec.core.url_to_fs(cell.output, **opts)
+    fs.makedirs(root, exist_ok=True)
+    tracking_uri, run_id = mlflow_run(cell)
+    res = cell.resources
+    chaos = None
+    if os.environ.get("RADSCALE_CHAOS_FAIL_AT_STEP"):
+        chaos = {"step": int(os.environ["RADSCALE_CHAOS_FAIL_AT_STEP"]), "marker": os.environ["RADSCALE_CHAOS_MARKER"]}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cell": cell.to_json(), "tracking_uri": tracking_uri, "run_id": run_id, "chaos": chaos},
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": res.cpus, "GPU": res.gpus_per_worker}
+                                     if res.gpus_per_worker else {"CPU": res.cpus}),
+        run_config=RunConfig(
+            name="checkpoints", storage_path=root,
+            storage_filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
+            failure_config=FailureConfig(max_failures=int(os.environ.get("RADSCALE_MAX_WORKER_FAILURES", "3"))),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    metrics = result.metrics or {}
+    last_metrics.clear()
+    last_metrics.update(metrics)
+    steps, gbs = cell.budget.steps, cell.budget.global_batch_size
+    out = _read_result(cell, fs)
+    out.pretrain = PretrainResult(steps=int(metrics.get("step", steps)), epochs=steps * gbs / cell.size,
+                                  images_seen=steps * gbs, final_loss=metrics.get("loss"),
+                                  wall_seconds=time.perf_counter() - started, encoder=cell.encoder_uri)
+    out.mlflow_run_id = run_id or out.mlflow_run_id
+    _, path = fsspec.core.url_to_fs(cell.result_uri, **opts)
+    fs.pipe_file(path, out.to_json().encode())
+    return out
+
+
+def _read_result(cell: CellSpec, fs: Any) -> CellResult:
+    import fsspec
+
+    _, path = fsspec.core.url_to_fs(cell.result_uri, **storage_options(cell.output, cell.dataset.endpoint))
+    if fs.exists(path):
+        return CellResult.model_validate_json(fs.cat_file(path))
+    return CellResult(study=cell.study, cell=cell.cell, encoder=cell.encoder.name, size=cell.size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m radscale.trainer.pretrain", description=__doc__.split("\n")[0])
+    parser.add_argument("--cell", required=True, help="cell spec: inline JSON, or a path/URL of one")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cell = CellSpec.from_arg(args.cell)
+        result = run(cell)
+    except CellError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the RayJob shows this line; the traceback is in the Ray logs
+        log.exception("pretraining failed")
+        print(f"error: pretraining failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"cell": cell.cell, "pretrain": result.pretrain.model_dump(mode="json"),
+                      "resumedFrom": last_metrics.get("resumed_from", 0)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

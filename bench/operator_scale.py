@@ -105,11 +105,16 @@ def main() -> None:
     created = {name: server.created_at[("rayjobs", ns, name)] for plural, ns, name in server.created
                if plural == "rayjobs"}
     finished = dict(kuberay.finished_at)
+    first_update = {k[3]: t for k, t in server.first_write.items() if k[:2] == ("update", "scalingstudies")}
+    first_status = {k[3]: t for k, t in server.first_write.items() if k[:2] == ("status", "scalingstudies")}
     op.stop()
     api.stop()
 
-    first_job, first_wave = [], []
+    first_job, first_wave, to_kopf, kopf_to_status = [], [], [], []
     for name, t_apply in applied.items():
+        if name in first_update and name in first_status:
+            to_kopf.append(first_update[name] - t_apply)  # kopf's finalizer patch: the watch event handled
+            kopf_to_status.append(first_status[name] - first_update[name])  # ... to our first pass's status
         prep = created.get(f"{name}-prep")
         if prep is None:
             continue
@@ -126,7 +131,9 @@ def main() -> None:
           f"maxConcurrentCells {args.concurrent}, resync {args.resync} s")
     print(f"studies with a first RayJob: {len(first_job)}/{args.studies}; "
           f"with a first cell wave: {len(first_wave)}/{args.studies}")
-    for label, xs in (("apply -> first RayJob", first_job), ("prepare done -> first cell wave", first_wave)):
+    for label, xs in (("apply -> first RayJob", first_job), ("  of which apply -> kopf's first write", to_kopf),
+                      ("  of which kopf's first write -> first status", kopf_to_status),
+                      ("prepare done -> first cell wave", first_wave)):
         if xs:
             print(f"{label}: p50 {statistics.median(xs):.2f} s, p95 {pct(xs, 0.95):.2f} s, max {max(xs):.2f} s")
     print(f"RayJobs created {len(created)}, finished {len(finished)}: {transitions} transitions")

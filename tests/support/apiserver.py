@@ -200,6 +200,8 @@ class ApiServer(kmock.KubernetesEmulator):
     writes: Counter = attrs.field(factory=Counter, init=False)  # (verb, plural) -> count of effective writes
     created: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)  # (plural, ns, name), ever
     created_at: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)  # monotonic time
+    first_write: dict[tuple[str, str, str, str], float] = attrs.field(factory=dict, init=False)
+    """(verb, plural, ns, name) -> monotonic time of the first effective write of that kind."""
     printer_columns: dict[kmock.resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1, init=False)
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
@@ -470,7 +472,9 @@ class ApiServer(kmock.KubernetesEmulator):
             await self._remove(key, obj)
             return obj
         self.store[key] = obj
-        self.writes["status" if subresource == "status" else "update", key[0].plural] += 1
+        verb = "status" if subresource == "status" else "update"
+        self.writes[verb, key[0].plural] += 1
+        self.first_write.setdefault((verb, key[0].plural, key[1] or "", key[2]), time.monotonic())
         if key[0] == CRDS:
             self._serve_crd(obj)
         await self._emit(key[0], "MODIFIED", obj)

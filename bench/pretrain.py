@@ -36,8 +36,9 @@ def cell_for(args: argparse.Namespace) -> Any:
 
     cell = localise(CellSpec.model_validate_json(text))  # absolute paths: Ray workers run elsewhere
     out = tempfile.mkdtemp(prefix="rs-bench-pt-")
+    shards = localise(cell.model_copy(update={"shards": args.shards})).shards if args.shards else cell.shards
     return cell.model_copy(update={
-        "shards": localise(cell.model_copy(update={"shards": args.shards})).shards if args.shards else cell.shards, "output": f"file://{out}", "attention": "sdpa",
+        "shards": shards, "output": f"file://{out}", "attention": "sdpa",
         "budget": cell.budget.model_copy(update={"steps": args.steps, "checkpoint_every": args.steps}),
         "resources": cell.resources.model_copy(update={"workers": 1, "cpus": 1})})
 
@@ -81,10 +82,9 @@ def timed_loop(cell: Any, device: Any, steps: int, rank: int = 0, world: int = 1
 def ray_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
+    import torch
 
     from radscale.cells import CellSpec
-
-    import torch
 
     torch.set_num_threads(1)
     cell = CellSpec.model_validate_json(config["cell"])

@@ -123,9 +123,13 @@ def test_deleting_a_study_deletes_its_running_children(cluster: Cluster, operato
 def test_events_and_metrics(cluster: Cluster, operator, tmp_path) -> None:
     cluster.apply(small_study(tmp_path))
     cluster.kubectl("wait", "--for=condition=Succeeded", "scalingstudy/grid", "--timeout=60s", timeout=70)
-    events = json.loads(cluster.kubectl("get", "events", "-o", "json"))["items"]
-    reasons = Counter(e["reason"] for e in events if e["involvedObject"]["name"] == "grid")
-    assert reasons["JobCreated"] == 15 and reasons["StageSucceeded"] == 15 and reasons["StudySucceeded"] == 1
+    def reasons() -> Counter:  # kopf posts Events in the background, after the status patch
+        events = json.loads(cluster.kubectl("get", "events", "-o", "json"))["items"]
+        return Counter(e["reason"] for e in events if e["involvedObject"]["name"] == "grid")
+
+    wait_for(lambda: reasons()["StudySucceeded"] == 1, what="the StudySucceeded Event")
+    got = reasons()
+    assert got["JobCreated"] == 15 and got["StageSucceeded"] == 15 and got["StudySucceeded"] == 1, got
     text = operator.metrics()
     assert 'radscale_cells{namespace="default",state="Succeeded",study="grid"} 8.0' in text
     assert "radscale_reconcile_seconds_count" in text

@@ -1,6 +1,6 @@
 """The operator at scale: many studies at once against the API emulator, with the real kopf process.
 
-    PATH=.tools/bin:$PATH .venv/bin/python bench/operator_scale.py [--studies 100] [--cells 50] [--duration 120]
+    PATH=.tools/bin:$PATH .venv/bin/python bench/operator_scale.py [--studies 100] [--duration 120] [--pin]
 
 Each study has 5 encoders x 9 sizes + 5 baselines = 50 cells. All studies are applied at once;
 the fake KubeRay controller runs every RayJob for ``--job-seconds``. Reported:
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import platform
 import statistics
 import sys
@@ -66,7 +67,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=120, help="seconds to run after applying")
     ap.add_argument("--job-seconds", type=float, default=2.0)
     ap.add_argument("--resync", type=float, default=30.0, help="the operator's timer interval")
+    ap.add_argument("--pin", action="store_true",
+                    help="operator on the last core, emulator + fake KubeRay on the others (as on a cluster, "
+                         "where the API server does not share the operator's CPU)")
     args = ap.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    operator_cpus = {cores[-1]} if args.pin and len(cores) > 1 else None
+    if operator_cpus:
+        os.sched_setaffinity(0, set(cores[:-1]))
     tmp = Path(tempfile.mkdtemp(prefix="rs-bench-"))
 
     api = Running(ApiServer(keep_requests=False)).start()
@@ -76,7 +84,7 @@ def main() -> None:
     kuberay = FakeKubeRay(server, Behaviour(init_s=0.2, run_s=args.job_seconds), tick=0.1)
     api.spawn(kuberay.run())
     op = OperatorProcess(api.kubeconfig(tmp / "kubeconfig.json"), tmp / "operator.log",
-                         env={"RADSCALE_RESYNC_SECONDS": str(args.resync)})
+                         env={"RADSCALE_RESYNC_SECONDS": str(args.resync)}, cpus=operator_cpus)
     op.start()
 
     peak = [0]
@@ -128,7 +136,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
           f"python {platform.python_version()}")
     print(f"{args.studies} studies x 50 cells, {args.duration:.0f} s, jobs {args.job_seconds} s, "
-          f"maxConcurrentCells {args.concurrent}, resync {args.resync} s")
+          f"maxConcurrentCells {args.concurrent}, resync {args.resync} s"
+          + (f", operator pinned to core {sorted(operator_cpus)}" if operator_cpus else ""))
     print(f"studies with a first RayJob: {len(first_job)}/{args.studies}; "
           f"with a first cell wave: {len(first_wave)}/{args.studies}")
     for label, xs in (("apply -> first RayJob", first_job), ("  of which apply -> kopf's first write", to_kopf),

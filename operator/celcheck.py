@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 from typing import Any
 
 import celpy
@@ -77,6 +78,26 @@ def _program(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
+_SCHEMAS: dict[int, dict[str, Any]] = {}  # by id, kept alive so that an id is never reused
+
+
+def _schema_key(schema: dict[str, Any]) -> int:
+    _SCHEMAS.setdefault(id(schema), schema)
+    return id(schema)
+
+
+@functools.lru_cache(maxsize=8192)
+def _verdict(rule: str, node: str, schema: int) -> str | None:
+    """None if ``rule`` holds for the node, else the suffix of its message. Memoised by content:
+    cel-python interprets the rule tree (~1 ms a rule), and studies share most of their subtrees
+    (encoders, tasks, search spaces), so the operator pays for each distinct node once."""
+    try:
+        ok = _program(rule).evaluate({"self": to_cel(_SCHEMAS[schema], json.loads(node))})
+    except Exception as exc:  # an erroring rule rejects the object, as on the API server
+        return f" (rule could not be evaluated: {exc})"
+    return "" if isinstance(ok, celpy.CELEvalError) or not bool(ok) else None
+
+
 def evaluate(schema: dict[str, Any], obj: Any, path: str = "") -> list[Violation]:
     """Violations of every CEL rule in ``schema`` by the (already defaulted) ``obj``."""
     out: list[Violation] = []
@@ -87,15 +108,14 @@ def evaluate(schema: dict[str, Any], obj: Any, path: str = "") -> list[Violation
 def _walk(schema: dict[str, Any], obj: Any, path: str, out: list[Violation]) -> None:
     if obj is None:
         return
-    for rule in schema.get("x-kubernetes-validations", []):
-        where = path + rule.get("fieldPath", "")
-        try:
-            ok = _program(rule["rule"]).evaluate({"self": to_cel(schema, obj)})
-        except Exception as exc:  # an erroring rule rejects the object, as on the API server
-            out.append(Violation(where or ".", f"{rule['message']} (rule could not be evaluated: {exc})"))
-            continue
-        if isinstance(ok, celpy.CELEvalError) or not bool(ok):
-            out.append(Violation(where or ".", rule["message"]))
+    rules = schema.get("x-kubernetes-validations", [])
+    if rules:
+        node = json.dumps(obj, sort_keys=True)
+        for rule in rules:
+            where = path + rule.get("fieldPath", "")
+            error = _verdict(rule["rule"], node, _schema_key(schema))
+            if error is not None:
+                out.append(Violation(where or ".", f"{rule['message']}{error}"))
     if isinstance(obj, dict):
         for name, sub in schema.get("properties", {}).items():
             if name in obj:

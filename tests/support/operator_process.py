@@ -25,8 +25,9 @@ def free_port() -> int:
 
 class OperatorProcess:
     def __init__(self, kubeconfig: pathlib.Path, log: pathlib.Path, env: dict[str, str | None] | None = None,
-                 namespace: str | None = None):
+                 namespace: str | None = None, cpus: set[int] | None = None):
         self.kubeconfig, self.log = kubeconfig, log
+        self.cpus = cpus  # pin the operator to these cores (benchmarks keep it off the emulator's)
         self.env = env or {}
         self.namespace = namespace
         self.proc: subprocess.Popen[bytes] | None = None
@@ -52,8 +53,9 @@ class OperatorProcess:
         self.starts += 1
         with open(self.log, "ab") as fh:
             fh.write(f"\n===== start {self.starts} =====\n".encode())
-            self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            cpus = self.cpus
+            self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         if wait:
             self.wait_ready()
         return self

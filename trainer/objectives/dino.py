@@ -42,7 +42,10 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, temperature: float, iterations:
     return q.t()
 
 
-class DINOLoss(nn.Module):
+class CenteredTeacher(nn.Module):
+    """The teacher side shared by the CLS and patch losses: centring (momentum 0.9) and sharpening,
+    or Sinkhorn-Knopp, over the rows of every worker."""
+
     def __init__(self, out_dim: int, student_temp: float = STUDENT_TEMPERATURE,
                  center_momentum: float = CENTER_MOMENTUM):
         super().__init__()
@@ -52,19 +55,18 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def teacher_targets(self, teacher_logits: torch.Tensor, temperature: float,
                         centering: str = "centering") -> torch.Tensor:
-        """Teacher probabilities [B, K]; with ``centering`` the centre is updated from this batch."""
-        if centering == "sinkhorn":
-            return sinkhorn_knopp(teacher_logits, temperature)
+        """Teacher probabilities per row; with ``centering`` the centre is then updated from these
+        rows (the softmax of batch t uses the centre of batches up to t-1, as in DINOv2)."""
+        count = all_reduce_sum(torch.tensor(float(teacher_logits.shape[0]), device=teacher_logits.device))
+        if centering == "sinkhorn":  # rows may differ per worker (iBOT's masked patches): B is global
+            return sinkhorn_knopp(teacher_logits, temperature, samples=int(count.item()))
         probs = F.softmax((teacher_logits.float() - self.center) / temperature, dim=-1)
-        self.update_center(teacher_logits)
+        batch = all_reduce_sum(teacher_logits.float().sum(dim=0, keepdim=True))
+        self.center.mul_(self.center_momentum).add_(batch / count.clamp(min=1.0), alpha=1.0 - self.center_momentum)
         return probs
 
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        batch = all_reduce_sum(teacher_logits.float().sum(dim=0, keepdim=True)) / (
-            teacher_logits.shape[0] * world()[1])
-        self.center.mul_(self.center_momentum).add_(batch, alpha=1.0 - self.center_momentum)
 
+class DINOLoss(CenteredTeacher):
     def forward(self, student_logits: Sequence[torch.Tensor], teacher_probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``student_logits``: per crop [B, K], the global crops first, in the teacher's order.
         ``teacher_probs``: per global crop [B, K]. Pairs of the same view are skipped."""

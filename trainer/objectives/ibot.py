@@ -15,10 +15,8 @@ import random
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from radscale.trainer.objectives.dino import CENTER_MOMENTUM, STUDENT_TEMPERATURE, sinkhorn_knopp
-from radscale.trainer.objectives.distributed import all_reduce_sum
+from radscale.trainer.objectives.dino import CenteredTeacher
 
 
 def sample_masks(batch: int, patches: int, ratio: tuple[float, float] = (0.1, 0.5), probability: float = 0.5,
@@ -34,25 +32,7 @@ def sample_masks(batch: int, patches: int, ratio: tuple[float, float] = (0.1, 0.
     return masks[torch.tensor(rng.sample(range(batch), batch))]
 
 
-class IBOTPatchLoss(nn.Module):
-    def __init__(self, out_dim: int, student_temp: float = STUDENT_TEMPERATURE,
-                 center_momentum: float = CENTER_MOMENTUM):
-        super().__init__()
-        self.student_temp, self.center_momentum = student_temp, center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    @torch.no_grad()
-    def teacher_targets(self, teacher_logits: torch.Tensor, temperature: float,
-                        centering: str = "centering") -> torch.Tensor:
-        """Teacher probabilities at the masked positions [M, K]."""
-        count = all_reduce_sum(torch.tensor(float(teacher_logits.shape[0]), device=teacher_logits.device))
-        if centering == "sinkhorn":  # masked patches differ per worker: B is the global count
-            return sinkhorn_knopp(teacher_logits, temperature, samples=int(count.item()))
-        probs = F.softmax((teacher_logits.float() - self.center) / temperature, dim=-1)
-        batch = all_reduce_sum(teacher_logits.float().sum(dim=0, keepdim=True))
-        self.center.mul_(self.center_momentum).add_(batch / count.clamp(min=1.0), alpha=1.0 - self.center_momentum)
-        return probs
-
+class IBOTPatchLoss(CenteredTeacher):
     def forward(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """``student_logits`` and ``teacher_probs``: [M, K] at the masked positions (row order of
         ``masks[masks]``); ``masks``: [B, N] bool."""

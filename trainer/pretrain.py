@@ -21,8 +21,6 @@ Exit codes: 0 done, 2 bad input (named), 1 training failed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import sys
@@ -31,25 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from radscale.cells import CellResult, CellSpec, PretrainResult, join_uri, storage_options
+from radscale.cells import CellResult, CellSpec, PretrainResult, storage_options
+from radscale.trainer import jobs
+from radscale.trainer.jobs import CellError, localise
+
+__all__ = ["CellError", "check", "localise", "main", "run", "train_loop"]
 
 log = logging.getLogger("radscale.pretrain")
 LOG_EVERY = 10
 last_metrics: dict[str, Any] = {}  # the final reported metrics of the last run() in this process
-
-
-class CellError(ValueError):
-    """Bad input to a pretrain job: the message names the field or file and what to do."""
-
-
-def localise(cell: CellSpec) -> CellSpec:
-    """Relative local URIs made absolute: Ray workers run in another working directory."""
-    from radscale.trainer.storage import absolute
-
-    weights = cell.weights if cell.weights == "none" or cell.weights.startswith("hf-hub:") else absolute(cell.weights)
-    return cell.model_copy(update={
-        "output": absolute(cell.output), "shards": absolute(cell.shards), "weights": weights,
-        "dataset": cell.dataset.model_copy(update={"uri": absolute(cell.dataset.uri)})})
 
 
 def check(cell: CellSpec) -> dict[str, Any]:
@@ -60,11 +48,7 @@ def check(cell: CellSpec) -> dict[str, Any]:
         raise CellError(f"stage: this entrypoint runs pretrain cells, got {cell.stage!r}")
     if cell.encoder is None or cell.size <= 0:
         raise CellError("encoder/size: a pretrain cell needs an encoder and a size > 0 (baselines only evaluate)")
-    index_uri = join_uri(cell.shards, "index.json")
-    try:
-        index = json.loads(storage.read_text(index_uri, cell.dataset.endpoint))
-    except FileNotFoundError as exc:
-        raise CellError(f"shards: {index_uri} does not exist; run the prepare stage for this dataset first") from exc
+    index = jobs.read_index(cell)
     pool = int(index["pool"])
     if cell.size > pool:
         raise CellError(f"size: {cell.size} exceeds the prepared pool of {pool} images; lower spec.sizes")
@@ -125,7 +109,7 @@ def train_loop(config: dict[str, Any]) -> None:
     per_worker = cell.budget.global_batch_size // world
     step, epoch, skip = position["step"], position["epoch"], position["batch"]
     chaos = config.get("chaos") or {}
-    client = _mlflow(config)
+    client = jobs.mlflow_client(config.get("tracking_uri")) if config.get("run_id") else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     window_start, window_images, last_loss = time.perf_counter(), 0, float("nan")
 
@@ -163,7 +147,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
                 window_start, window_images = time.perf_counter(), 0
                 if client is not None and rank == 0:
-                    client.log_batch(config["run_id"], metrics=_mlflow_metrics(metrics, step))
+                    client.log_batch(config["run_id"], metrics=jobs.mlflow_metrics(metrics, step))
             if step % every == 0 or step == steps:
                 _report(metrics, rank, model, optimizer, objective, position)
             if step >= steps:
@@ -202,52 +186,6 @@ class _null:
         return None
 
 
-# ---- MLflow ------------------------------------------------------------------------------------------
-
-
-def _mlflow(config: dict[str, Any]) -> Any:
-    if not config.get("tracking_uri") or not config.get("run_id"):
-        return None
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=config["tracking_uri"])
-
-
-def _mlflow_metrics(metrics: dict[str, Any], step: int) -> list[Any]:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, int | float)]
-
-
-def mlflow_run(cell: CellSpec) -> tuple[str | None, str | None]:
-    """(tracking URI, run id): the cell's run under the study's experiment, found again by tag on resume."""
-    if cell.tracking is None or not cell.tracking.uri:
-        return None, None
-    from mlflow.tracking import MlflowClient
-
-    uri = cell.tracking.uri
-    client = MlflowClient(tracking_uri=uri)
-    name = cell.tracking.experiment or f"{cell.namespace}/{cell.study}"
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name)
-    runs = client.search_runs([exp_id], filter_string=f"tags.`radscale.cell` = '{cell.cell}' "
-                                                      "and tags.`radscale.stage` = 'pretrain'", max_results=1)
-    if runs:
-        return uri, runs[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"{cell.cell}-pretrain",
-                            tags={"radscale.study": cell.study, "radscale.cell": cell.cell,
-                                  "radscale.stage": "pretrain", "radscale.encoder": cell.encoder.name,
-                                  "radscale.size": str(cell.size)})
-    from mlflow.entities import Param
-
-    params = {"paradigm": cell.encoder.paradigm, "model": cell.encoder.model, "size": cell.size,
-              "steps": cell.budget.steps, "global_batch_size": cell.budget.global_batch_size,
-              "lr": cell.encoder.optimizer.lr, "workers": cell.resources.workers}
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    return uri, run.info.run_id
-
-
 # ---- the driver ----------------------------------------------------------------------------------------
 
 
@@ -265,7 +203,10 @@ def run(cell: CellSpec) -> CellResult:
     opts = storage_options(cell.output, cell.dataset.endpoint)
     fs, root = fsspec.core.url_to_fs(cell.output, **opts)
     fs.makedirs(root, exist_ok=True)
-    tracking_uri, run_id = mlflow_run(cell)
+    tracking_uri, run_id = jobs.mlflow_run(cell, {
+        "paradigm": cell.encoder.paradigm, "model": cell.encoder.model, "steps": cell.budget.steps,
+        "global_batch_size": cell.budget.global_batch_size, "lr": cell.encoder.optimizer.lr,
+        "workers": cell.resources.workers})
     res = cell.resources
     chaos = None
     if os.environ.get("RADSCALE_CHAOS_FAIL_AT_STEP"):
@@ -291,43 +232,22 @@ def run(cell: CellSpec) -> CellResult:
     last_metrics.clear()
     last_metrics.update(metrics)
     steps, gbs = cell.budget.steps, cell.budget.global_batch_size
-    out = _read_result(cell, fs)
+    out = jobs.read_result(cell)
     out.pretrain = PretrainResult(steps=int(metrics.get("step", steps)), epochs=steps * gbs / cell.size,
                                   images_seen=steps * gbs, final_loss=metrics.get("loss"),
                                   wall_seconds=time.perf_counter() - started, encoder=cell.encoder_uri)
     out.mlflow_run_id = run_id or out.mlflow_run_id
-    _, path = fsspec.core.url_to_fs(cell.result_uri, **opts)
-    fs.pipe_file(path, out.to_json().encode())
+    jobs.write_result(cell, out)
     return out
 
 
-def _read_result(cell: CellSpec, fs: Any) -> CellResult:
-    import fsspec
-
-    _, path = fsspec.core.url_to_fs(cell.result_uri, **storage_options(cell.output, cell.dataset.endpoint))
-    if fs.exists(path):
-        return CellResult.model_validate_json(fs.cat_file(path))
-    return CellResult(study=cell.study, cell=cell.cell, encoder=cell.encoder.name, size=cell.size)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radscale.trainer.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("--cell", required=True, help="cell spec: inline JSON, or a path/URL of one")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cell = CellSpec.from_arg(args.cell)
+    def go(cell: CellSpec) -> dict[str, Any]:
         result = run(cell)
-    except CellError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the RayJob shows this line; the traceback is in the Ray logs
-        log.exception("pretraining failed")
-        print(f"error: pretraining failed: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({"cell": cell.cell, "pretrain": result.pretrain.model_dump(mode="json"),
-                      "resumedFrom": last_metrics.get("resumed_from", 0)}), flush=True)
-    return 0
+        return {"pretrain": result.pretrain.model_dump(mode="json"),
+                "resumedFrom": last_metrics.get("resumed_from", 0)}
+
+    return jobs.main(argv, prog="python -m radscale.trainer.pretrain", doc=__doc__, run=go)
 
 
 if __name__ == "__main__":

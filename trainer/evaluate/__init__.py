@@ -1,5 +1,5 @@
-"""Frozen-encoder evaluation: features, probes, segmentation, report generation, sweeps.
+"""Frozen-encoder evaluation (``python -m radscale.trainer.evaluate --cell CELL``, see :mod:`job`).
 
-So far: :mod:`labeler` (a rule-based CheXpert-style report labeler, offline) and :mod:`probe`
-(multi-label linear probe, AUROC with a bootstrap CI) and :mod:`segmentation_metrics` (Dice,
-clDice)."""
+:mod:`features` (cached CLS + patch tokens), :mod:`tasks` (the shared head-training protocol),
+:mod:`probe` (classification, AUROC/AUPRC), :mod:`segment` (Dice/clDice), :mod:`report` (report
+generation, BLEU-4/ROUGE-L/clinical F1 via :mod:`labeler`), :mod:`sweep` (Ray Tune per task)."""

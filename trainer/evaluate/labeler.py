@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 # mention patterns per label (lower case, word-bounded when compiled)
 MENTIONS: dict[str, tuple[str, ...]] = {
     "cardiomegaly": ("cardiomegaly", r"(?:heart|cardiac silhouette|cardiac) (?:is |appears |remains )?"
@@ -99,15 +101,22 @@ def label(text: str, labels: Sequence[str] = LABELS) -> dict[str, int | None]:
     return out
 
 
+def positives(texts: Sequence[str], labels: Sequence[str] = FINDINGS) -> np.ndarray:
+    """(N, L) bool: each label present or uncertain (uncertain counts as positive, as in
+    CheXpert-based report metrics)."""
+    return np.array([[v in (1, -1) for v in label(t, labels).values()] for t in texts], dtype=bool
+                    ).reshape(len(texts), len(labels))
+
+
+def f1(generated: np.ndarray, reference: np.ndarray) -> float:
+    """Micro F1 of two :func:`positives` arrays."""
+    tp = int((generated & reference).sum())
+    wrong = int((generated ^ reference).sum())
+    return 2 * tp / max(2 * tp + wrong, 1)
+
+
 def clinical_f1(generated: Sequence[str], reference: Sequence[str], labels: Sequence[str] = FINDINGS) -> float:
-    """Micro F1 of positive labels (1; uncertain counts as positive, as in CheXpert-based metrics)
-    between generated and reference reports."""
-    tp = fp = fn = 0
-    for g, r in zip(generated, reference, strict=True):
-        lg, lr = label(g, labels), label(r, labels)
-        for name in labels:
-            pg, pr = lg[name] in (1, -1), lr[name] in (1, -1)
-            tp += pg and pr
-            fp += pg and not pr
-            fn += pr and not pg
-    return 2 * tp / max(2 * tp + fp + fn, 1)
+    """Micro F1 of positive findings between generated and reference reports."""
+    if len(generated) != len(reference):
+        raise ValueError(f"{len(generated)} generated reports for {len(reference)} references")
+    return f1(positives(generated, labels), positives(reference, labels))

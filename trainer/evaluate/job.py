@@ -1,0 +1,109 @@
+"""The evaluate stage of one cell: ``python -m radscale.trainer.evaluate --cell CELL``.
+
+Loads the cell's frozen image tower (its ``encoder.safetensors``, or the encoder's init for a
+baseline), extracts features of the probe splits once (cached beside the cell's outputs), and runs
+one Ray Tune sweep per task. ``result.json`` gains the evaluate stage after each task (metric,
+value, CI, best config), so a retried job redoes only the tasks that had not finished. MLflow: the
+task metrics go to the cell's run; each trial is a nested run under it.
+
+Exit codes: 0 done, 2 bad input (named), 1 evaluation failed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from radscale.cells import CellSpec, TaskResult
+from radscale.trainer import jobs
+from radscale.trainer.jobs import CellError
+
+__all__ = ["CellError", "check", "main", "run"]
+
+
+def check(cell: CellSpec) -> None:
+    """Fail fast, naming the field, on what would otherwise fail inside a trial."""
+    from radscale.trainer import storage
+
+    if cell.stage != "evaluate":
+        raise CellError(f"stage: this entrypoint runs evaluate cells, got {cell.stage!r}")
+    if cell.encoder is None:
+        raise CellError("encoder: an evaluate cell needs its encoder spec")
+    if not cell.tasks:
+        raise CellError("tasks: no evaluation tasks; set spec.evaluation.tasks")
+    jobs.read_index(cell)
+    cols = cell.dataset.columns
+    for t in cell.tasks:
+        missing = [lab for lab in t.labels if lab not in cols.labels]
+        if missing:
+            raise CellError(f"evaluation.tasks[{t.name}].labels: {missing} are not in dataset.columns.labels")
+        if t.kind == "segmentation" and t.mask_column not in cols.masks:
+            raise CellError(f"evaluation.tasks[{t.name}].maskColumn: {t.mask_column!r} is not in "
+                            f"dataset.columns.masks {list(cols.masks)}")
+        if t.kind == "report-generation" and not cols.report:
+            raise CellError(f"evaluation.tasks[{t.name}]: report generation needs dataset.columns.report")
+    if cell.weights != "none" and not cell.weights.startswith("hf-hub:") \
+            and not storage.exists(cell.weights, cell.dataset.endpoint):
+        what = "run this cell's pretrain stage first" if not cell.baseline else "fix encoders[].init"
+        raise CellError(f"weights: {cell.weights} cannot be read; {what}")
+
+
+def _log_trials(client: Any, cell: CellSpec, run_id: str, task: str, outcome: Any) -> None:
+    """Each trial as a nested run under the cell's run: its config and its validation curve."""
+    from mlflow.entities import Metric, Param
+
+    exp_id = client.get_run(run_id).info.experiment_id
+    now = int(time.time() * 1000)
+    for i, trial in enumerate(outcome.trials):
+        child = client.create_run(exp_id, run_name=f"{cell.cell}-{task}-trial{i}", tags={
+            "mlflow.parentRunId": run_id, "radscale.cell": cell.cell, "radscale.task": task,
+            "radscale.kind": "trial", "radscale.stoppedEarly": str(trial.stopped_early).lower()})
+        client.log_batch(child.info.run_id,
+                         params=[Param(k, str(v)) for k, v in trial.config.items()],
+                         metrics=[Metric("val_metric", v, now, step) for step, v in enumerate(trial.history, 1)])
+        client.set_terminated(child.info.run_id)
+
+
+def run(cell: CellSpec) -> dict[str, Any]:
+    from radscale.trainer.evaluate import features, sweep
+
+    cell = jobs.localise(cell)
+    check(cell)
+    jobs.ray_init()
+    started = time.perf_counter()
+    result = jobs.read_result(cell)
+    tracking_uri, run_id = jobs.mlflow_run(cell, {"weights": cell.weights, "trials": cell.sweep.num_samples
+                                                  if cell.sweep else 0})
+    client = jobs.mlflow_client(tracking_uri) if run_id else None
+    data, cached = features.load(cell)
+    sweep_spec = cell.sweep
+    if sweep_spec is None:
+        from radscale.operator.api import SweepSpec
+
+        sweep_spec = SweepSpec()
+    done = []
+    for task in cell.tasks:
+        if task.name in result.evaluate:  # finished by an earlier attempt of this cell
+            continue
+        outcome = sweep.run(task, data, sweep_spec, seed=cell.seed)
+        result.evaluate[task.name] = outcome.result
+        result.mlflow_run_id = run_id or result.mlflow_run_id
+        jobs.write_result(cell, result)
+        done.append(task.name)
+        if client is not None:
+            client.log_batch(run_id, metrics=jobs.mlflow_metrics(
+                {f"{task.name}/{k}": v.value for k, v in outcome.result.metrics.items()}, 0))
+            _log_trials(client, cell, run_id, task.name, outcome)
+    if not done:
+        jobs.write_result(cell, result)
+    return {"evaluate": {k: _headline(v) for k, v in result.evaluate.items()}, "tasksRun": done,
+            "featuresCached": cached, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _headline(tr: TaskResult) -> dict[str, Any]:
+    h = tr.headline
+    return {"metric": tr.metric, "value": round(h.value, 4), "ci": [h.ci_low, h.ci_high], "config": tr.best_config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return jobs.main(argv, prog="python -m radscale.trainer.evaluate", doc=__doc__, run=run)

@@ -5,6 +5,7 @@
     radscale plan FILE [--json]      the planned cells and their RayJobs
     radscale plan FILE --cell NAME [--stage S]   one cell spec, as its RayJob receives it
     radscale phantom --out DIR --images N [--seed S] [--size PX]   a phantom chest X-ray corpus
+    radscale run FILE [--status-out F] [--num-cpus N] [--no-dashboard]   the whole study on local Ray
     radscale --version
 """
 
@@ -138,6 +139,21 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "radscale.trainer.data.phantom", *argv])
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from radscale.operator import display, local
+
+    view = display.make()
+    try:
+        return local.run(args.file, local.Options(status_out=args.status_out, num_cpus=args.num_cpus,
+                                                  dashboard=not args.no_dashboard), view)
+    except (OSError, validation.SpecError, local.RunError) as exc:
+        view.stop()
+        print(f"radscale run: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        view.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radscale", description="Data-scaling studies of radiology foundation models."
@@ -167,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256)
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("run", help="run (or resume) a whole study on local Ray, no cluster")
+    p.add_argument("file")
+    p.add_argument("--status-out", help="also write the status (the CR's .status schema) to this file")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--no-dashboard", action="store_true", help="start the local Ray without its dashboard")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -29,8 +29,13 @@ class FitError(ValueError):
 
 
 def to_error(metric: str, value: float) -> float:
-    """Error to fit: 1 - score for scores, the value itself for losses."""
+    """Error to fit: 1 - score for scores (all in [0, 1]; BLEU too), the value itself for losses."""
     return 1.0 - value if metric in HIGHER_IS_BETTER else value
+
+
+def from_error(metric: str, error):  # float or array
+    """Inverse of :func:`to_error`: a fitted error back on the metric's scale."""
+    return 1.0 - error if metric in HIGHER_IS_BETTER else error
 
 
 def sigma_from_ci(low: float | None, high: float | None) -> float | None:

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
-import json
 import logging
 import os
-import time
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from radscale.cells import CellResult, storage_options
-from radscale.operator import api, kube, plan, reconcile, validation
+from radscale.operator import api, engine, kube, reconcile
+from radscale.operator.engine import Operator, settings_from_env
+
+__all__ = ["Operator", "settings_from_env"]
 
 log = logging.getLogger(__name__)
 
@@ -34,107 +32,27 @@ JOB_FAILURES = Counter("radscale_rayjob_failures_total", "RayJob attempts that f
 RETRIES = Counter("radscale_rayjob_retries_total", "RayJob attempts started after a failure", ["namespace", "study"])
 
 
-@functools.lru_cache(maxsize=1024)
-def _load(doc: str) -> api.ScalingStudy:
-    """Validate a study once per distinct spec: the CEL layer dominates a pass (about 70 ms for a
-    50-cell study), and timer and child events re-read an unchanged spec many times over."""
-    return validation.load_study(json.loads(doc))
+def _observe_metrics(namespace: str, name: str, outcome: reconcile.Outcome, seconds: float) -> None:
+    for action in outcome.actions:
+        if isinstance(action, reconcile.CreateJob) and \
+                action.manifest["metadata"]["labels"].get("radscale.io/attempt", "0") != "0":
+            RETRIES.labels(namespace, name).inc()
+        elif isinstance(action, reconcile.Event) and action.reason in ("AttemptFailed", "CellFailed"):
+            JOB_FAILURES.labels(namespace, name).inc()
+    for state in api.CellState:
+        CELLS.labels(namespace, name, state.value).set(sum(c.state is state for c in outcome.status.cell_status))
+    RECONCILE_SECONDS.observe(seconds)
 
 
-def settings_from_env(env: Mapping[str, str]) -> reconcile.Settings:
-    """Operator tuning from the Deployment's environment (the chart's ``operator.*`` values)."""
-    defaults = reconcile.Settings()
-    return reconcile.Settings(
-        default_image=env.get("RADSCALE_TRAINER_IMAGE", defaults.default_image),
-        backoff_base_s=float(env.get("RADSCALE_RETRY_BACKOFF_SECONDS", defaults.backoff_base_s)),
-        backoff_max_s=float(env.get("RADSCALE_RETRY_BACKOFF_MAX_SECONDS", defaults.backoff_max_s)),
-        vanish_grace_s=float(env.get("RADSCALE_VANISH_GRACE_SECONDS", defaults.vanish_grace_s)),
-    )
-
-
-class Operator:
-    """The effects of one reconcile: everything the handlers do, behind injectable adapters."""
-
-    def __init__(self, cluster: kube.Cluster, store: kube.Store, settings: reconcile.Settings | None = None):
-        self.cluster, self.store = cluster, store
-        self.settings = settings or settings_from_env(os.environ)
-        self._results: dict[tuple[str, str, str], CellResult] = {}  # finished evaluations, read once
-
-    def _options(self, study: api.ScalingStudy, namespace: str) -> dict[str, Any]:
-        ds = study.spec.dataset
-        creds = self.cluster.secret(namespace, ds.credentials_secret) if ds.credentials_secret else {}
-        return storage_options(study.spec.output, ds.endpoint, creds)
-
-    def _observe(self, study: api.ScalingStudy, namespace: str) -> reconcile.Observed:
-        jobs = self.cluster.list_jobs(namespace, study.metadata.name)
-        options = self._options(study, namespace)
-        p = plan.plan(study)
-        prepared = self.store.shards_exist(plan.shards_uri(study, p.fingerprint), options)
-        results: dict[str, CellResult] = {}
-        for cs in (study.status.cell_status if study.status else []):
-            key = (namespace, study.metadata.name, cs.name)
-            if key in self._results:
-                results[cs.name] = self._results[key]
-                continue
-            if cs.state in (api.CellState.RUNNING, api.CellState.SUCCEEDED, api.CellState.RETRYING):
-                res = self.store.read_result(study.spec.output, cs.name, options)
-                if res is not None:
-                    results[cs.name] = res
-                    if res.evaluate:
-                        self._results[key] = res
-        return reconcile.Observed(jobs=jobs, results=results, prepared=prepared)
-
-    def invalid(self, body: dict[str, Any], problems: list[validation.Problem], now: dt.datetime) -> None:
-        meta = body["metadata"]
-        status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
-        message = "; ".join(str(p) for p in problems)[:30000]
-        reconcile.set_condition(status, api.ConditionType.READY, False, "InvalidSpec", message, now,
-                                meta.get("generation"))
-        self.cluster.patch_status(meta.get("namespace", "default"), meta["name"],
-                                  status.model_dump(by_alias=True, exclude_none=True, mode="json"))
-
-    def reconcile(self, body: dict[str, Any], now: dt.datetime) -> reconcile.Outcome | None:
-        """One pass for one study body (as the API server returned it)."""
-        meta = body["metadata"]
-        namespace = meta.get("namespace", "default")
-        doc = {k: body[k] for k in ("apiVersion", "kind", "spec") if k in body}
-        doc["metadata"] = {k: meta[k] for k in ("name", "namespace", "generation", "uid") if k in meta}
-        try:
-            study = _load(json.dumps(doc, sort_keys=True))
-        except validation.SpecError as exc:
-            self.invalid(body, exc.problems, now)
-            return None
-        status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
-        study = study.model_copy(update={"status": status if body.get("status") else None})
-        started = time.perf_counter()
-        outcome = reconcile.reconcile(study, self._observe(study, namespace), now, self.settings)
-        for action in outcome.actions:
-            if isinstance(action, reconcile.CreateJob):
-                self.cluster.create_job(namespace, action.manifest)
-                if action.manifest["metadata"]["labels"].get("radscale.io/attempt", "0") != "0":
-                    RETRIES.labels(namespace, meta["name"]).inc()
-            elif isinstance(action, reconcile.DeleteJob):
-                self.cluster.delete_job(namespace, action.name)
-            elif isinstance(action, reconcile.Event) and action.reason in ("AttemptFailed", "CellFailed"):
-                JOB_FAILURES.labels(namespace, meta["name"]).inc()
-        self.cluster.patch_status(namespace, meta["name"],
-                                  outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
-        for state in api.CellState:
-            CELLS.labels(namespace, meta["name"], state.value).set(
-                sum(c.state is state for c in outcome.status.cell_status))
-        RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        return outcome
-
-
-_operator: Operator | None = None
+_operator: engine.Operator | None = None
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _queued: set[tuple[str, str]] = set()
 
 
-def _get() -> Operator:
+def _get() -> engine.Operator:
     global _operator
     if _operator is None:
-        _operator = Operator(kube.KubeCluster(), kube.FsspecStore())
+        _operator = engine.Operator(kube.KubeCluster(), kube.FsspecStore(), observer=_observe_metrics)
     return _operator
 
 

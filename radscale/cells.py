@@ -9,6 +9,7 @@ kubernetes client. The control plane renders a :class:`CellSpec` into each RayJo
 
 and the job writes a :class:`CellResult` to ``<cell.output>/result.json``, with checkpoints in
 ``<cell.output>/checkpoints/`` and the pretrained image tower in ``<cell.output>/encoder.safetensors``.
+Jobs also print progress lines (``PROGRESS_MARKER`` + JSON) that the local runner's display reads.
 Nothing else crosses.
 """
 
@@ -41,6 +42,7 @@ ENTRYPOINT_MODULES = {
 RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoints"
 ENCODER_FILE = "encoder.safetensors"
+PROGRESS_MARKER = "radscale-progress"  # a job's stdout line: the marker, then {"done": i, "total": n, ...}
 
 
 class _Wire(BaseModel):

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from radscale.cells import CellResult, CellSpec
+from radscale.cells import PROGRESS_MARKER, CellResult, CellSpec
 
 log = logging.getLogger("radscale.job")
 
@@ -53,6 +53,11 @@ def ray_init() -> None:
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+
+
+def progress(done: int, total: int, **extra: Any) -> None:
+    """One machine-readable progress line on stdout (the local runner's display reads the latest)."""
+    print(f"{PROGRESS_MARKER} " + json.dumps({"done": done, "total": total, **extra}), flush=True)
 
 
 # ---- the cell's result.json ----------------------------------------------------------------------

@@ -140,6 +140,8 @@ def train_loop(config: dict[str, Any]) -> None:
             position = {"step": step, "epoch": epoch, "batch": i + 1}
             metrics = {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr, "weight_decay": wd,
                        "resumed_from": resumed_from, **extra}
+            if rank == 0 and (step % max(1, steps // 100) == 0 or step == steps):
+                jobs.progress(step, steps, loss=round(last_loss, 4))
             if step % LOG_EVERY == 0 or step % every == 0 or step == steps:
                 elapsed = time.perf_counter() - window_start
                 metrics["images_per_s"] = window_images / max(elapsed, 1e-9)

@@ -4,13 +4,10 @@ test time, never copied: CC BY-NC-ND)."""
 
 from __future__ import annotations
 
-import importlib.resources
-import tarfile
-import xml.etree.ElementTree as ET
-
 import pytest
 
 from radscale.trainer.evaluate.labeler import clinical_f1, label
+from tests.support import openi
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -39,23 +36,9 @@ def test_unmentioned_labels_are_none_and_clinical_f1() -> None:
     assert 0 < clinical_f1(["Moderate cardiomegaly.", "No effusion.", "No acute disease."], refs) < 1
 
 
-def openi() -> list[tuple[str, list[str]]]:
-    pytest.importorskip("torchxrayvision")
-    path = importlib.resources.files("torchxrayvision") / "data" / "NLMCXR_reports.tgz"
-    docs = []
-    with tarfile.open(str(path)) as tar:
-        for member in tar.getmembers():
-            if member.isfile():
-                root = ET.fromstring(tar.extractfile(member).read())
-                text = " ".join(a.text or "" for a in root.iter("AbstractText")
-                                if a.get("Label") in ("FINDINGS", "IMPRESSION"))
-                docs.append((text, [m.text or "" for m in root.iter("major")]))
-    return docs
-
-
 @pytest.fixture(scope="module")
 def reports() -> list[tuple[str, list[str]]]:
-    return openi()
+    return openi.reports()
 
 
 @pytest.mark.parametrize(("name", "mesh", "min_f1"), [

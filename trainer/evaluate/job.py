@@ -2,8 +2,8 @@
 
 Loads the cell's frozen image tower (its ``encoder.safetensors``, or the encoder's init for a
 baseline), extracts features of the probe splits once (cached beside the cell's outputs), and runs
-one Ray Tune sweep per task. ``result.json`` gains the evaluate stage after each task (metric,
-value, CI, best config), so a retried job redoes only the tasks that had not finished. MLflow: the
+a Ray Tune sweep per task (one Tuner for the cell). ``result.json`` gains the evaluate stage (per
+task: metric, value, CI, best config); a retried job redoes only the tasks it lacks. MLflow: the
 task metrics go to the cell's run; each trial is a nested run under it.
 
 Exit codes: 0 done, 2 bad input (named), 1 evaluation failed.
@@ -65,10 +65,15 @@ def _log_trials(client: Any, cell: CellSpec, run_id: str, task: str, outcome: An
 
 
 def run(cell: CellSpec) -> dict[str, Any]:
+    import torch
+
     from radscale.trainer.evaluate import features, sweep
 
     cell = jobs.localise(cell)
     check(cell)
+    # the driver only extracts features: as many threads as the stage's CPUs, no oversubscription
+    # of a machine that Ray's trial workers share (OpenMP spinning makes that 10x slower)
+    torch.set_num_threads(max(1, cell.resources.cpus))
     jobs.ray_init()
     started = time.perf_counter()
     result = jobs.read_result(cell)
@@ -81,21 +86,20 @@ def run(cell: CellSpec) -> dict[str, Any]:
         from radscale.operator.api import SweepSpec
 
         sweep_spec = SweepSpec()
+    todo = [t for t in cell.tasks if t.name not in result.evaluate]  # others finished in an earlier attempt
+    jobs.progress(len(cell.tasks) - len(todo), len(cell.tasks), task=", ".join(t.name for t in todo))
+    outcomes = sweep.run(todo, data, sweep_spec, seed=cell.seed) if todo else {}
     done = []
-    for task in cell.tasks:
-        if task.name in result.evaluate:  # finished by an earlier attempt of this cell
-            continue
-        outcome = sweep.run(task, data, sweep_spec, seed=cell.seed)
-        result.evaluate[task.name] = outcome.result
-        result.mlflow_run_id = run_id or result.mlflow_run_id
-        jobs.write_result(cell, result)
-        done.append(task.name)
+    for name, outcome in outcomes.items():
+        result.evaluate[name] = outcome.result
+        done.append(name)
         if client is not None:
             client.log_batch(run_id, metrics=jobs.mlflow_metrics(
-                {f"{task.name}/{k}": v.value for k, v in outcome.result.metrics.items()}, 0))
-            _log_trials(client, cell, run_id, task.name, outcome)
-    if not done:
-        jobs.write_result(cell, result)
+                {f"{name}/{k}": v.value for k, v in outcome.result.metrics.items()}, 0))
+            _log_trials(client, cell, run_id, name, outcome)
+    result.mlflow_run_id = run_id or result.mlflow_run_id
+    jobs.write_result(cell, result)
+    jobs.progress(len(cell.tasks), len(cell.tasks))
     return {"evaluate": {k: _headline(v) for k, v in result.evaluate.items()}, "tasksRun": done,
             "featuresCached": cached, "seconds": round(time.perf_counter() - started, 1)}
 

@@ -35,6 +35,15 @@ def known(labels: np.ndarray) -> np.ndarray:
     return (labels == 0) | (labels == 1)
 
 
+def linear(dim: int, labels: int) -> nn.Linear:
+    """A zero-initialised linear layer (as DINOv2's linear eval): a short probe run cannot leave the
+    random directions of a default init in its weights, so every feature starts equal."""
+    layer = nn.Linear(dim, labels)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def train_probe(x: np.ndarray, y: np.ndarray, *, lr: float = 1e-2, weight_decay: float = 1e-4, epochs: int = 50,
                 batch_size: int = 256, seed: int = 0) -> nn.Linear:
     """A linear layer on standardised features, BCE on the known labels only."""
@@ -42,7 +51,7 @@ def train_probe(x: np.ndarray, y: np.ndarray, *, lr: float = 1e-2, weight_decay:
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(np.nan_to_num(y, nan=-1.0), dtype=torch.float32)
     mask = torch.as_tensor(known(y), dtype=torch.float32)
-    probe = nn.Linear(xt.shape[1], yt.shape[1])
+    probe = linear(xt.shape[1], yt.shape[1])
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -144,13 +153,15 @@ class ProbeTask(tasks.Task):
         self.yt, self.mask = torch.as_tensor(y), torch.as_tensor(known(self.y["train"]), dtype=torch.float32)
 
     def build(self) -> nn.Module:
-        return nn.Linear(self.x["train"].shape[1], len(self.names))
+        return linear(self.x["train"].shape[1], len(self.names))
 
     def loss(self, model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
         return masked_bce(model(self.x["train"][rows]), self.yt[rows], self.mask[rows])
 
     def _scores(self, model: nn.Module, split: str) -> np.ndarray:
-        return torch.sigmoid(model(self.x[split])).numpy()
+        # logits, not sigmoid(logits): ranking is the same, but a confident probe saturates float32
+        # probabilities at exactly 1.0, and the ties would pull AUROC towards 0.5
+        return model(self.x[split]).numpy()
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> float:

@@ -1,6 +1,7 @@
 """Report generation from frozen features: a small transformer decoder over the patch tokens.
 
-The decoder (2 layers, width 128, pre-norm) cross-attends to the CLS and patch tokens and is
+The decoder (2 layers, width 128, pre-norm) cross-attends to the CLS and patch tokens (with a
+learned position per memory token) and is
 trained with teacher forcing on the probe-train reports, over a word-level vocabulary built from
 them (as R2Gen does; numbers such as "4.2" stay one token). Decoding is greedy, or beam search
 with ``beam > 1``. Metrics on the test split: BLEU-4 (sacrebleu, with its bootstrap CI), ROUGE-L
@@ -28,7 +29,7 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 TOKEN = re.compile(r"\d+(?:\.\d+)?|\w+|[^\w\s]")
 MAX_VOCAB = 5000
-VAL_REPORTS = 64  # validation decodes this many reports per epoch (what ASHA compares)
+VAL_REPORTS = 32  # validation decodes this many reports per epoch (what ASHA compares)
 
 
 def tokenize(text: str) -> list[str]:
@@ -63,14 +64,20 @@ class Vocab:
 
 
 class ReportDecoder(nn.Module):
-    def __init__(self, feat_dim: int, vocab: int, max_len: int, width: int = 128, heads: int = 4, layers: int = 2):
+    def __init__(self, feat_dim: int, vocab: int, max_len: int, memory_len: int, width: int = 128, heads: int = 4,
+                 layers: int = 2):
         super().__init__()
-        self.memory = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, width))
+        self.memory_proj = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, width))
+        # where each memory token sits (CLS, then the patch grid): laterality is in the words
+        self.memory_pos = nn.Parameter(torch.randn(1, memory_len, width) * 0.02)
         self.embed = nn.Embedding(vocab, width, padding_idx=PAD)
         self.pos = nn.Parameter(torch.randn(1, max_len, width) * 0.02)
         layer = nn.TransformerDecoderLayer(width, heads, 2 * width, dropout=0.1, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(width))
         self.head = nn.Linear(width, vocab)
+
+    def memory(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.memory_proj(feats) + self.memory_pos
 
     def forward(self, feats: torch.Tensor, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits (B, T, V) for input tokens (B, T) given features (B, M, C)."""
@@ -96,37 +103,41 @@ class ReportDecoder(nn.Module):
 
     @torch.no_grad()
     def beam_search(self, feats: torch.Tensor, max_len: int, beam: int) -> torch.Tensor:
-        """Per image: the beam's highest length-normalised log-probability sequence."""
+        """Per image: of the hypotheses that ended, the one with the highest length-normalised
+        log-probability. Search stops when no live hypothesis can still beat the best ended one
+        (log-probabilities only fall as words are added) or at ``max_len``."""
         rows = []
         for f in feats:
-            mem = self.memory(f[None]).expand(beam, -1, -1)
+            mem = self.memory(f[None])
             seqs, scores = torch.full((1, 1), BOS, dtype=torch.long), torch.zeros(1)
-            finished: list[tuple[float, torch.Tensor]] = []
+            ended: list[tuple[float, float, torch.Tensor]] = []  # (normalised, raw, sequence)
             for _ in range(max_len - 1):
-                logp = F.log_softmax(self(f[None], seqs, mem[: len(seqs)])[:, -1], -1)
+                logp = F.log_softmax(self(f[None].expand(len(seqs), -1, -1), seqs,
+                                          mem.expand(len(seqs), -1, -1))[:, -1], -1)
                 cand = (scores[:, None] + logp).flatten()
                 top = cand.topk(min(beam, len(cand)))
                 src, tok = top.indices // logp.shape[1], top.indices % logp.shape[1]
-                seqs = torch.cat([seqs[src], tok[:, None]], 1)
-                scores = top.values
-                ended = tok == EOS
-                finished += [(float(s) / seqs.shape[1], q) for s, q in zip(scores[ended], seqs[ended], strict=True)]
-                seqs, scores = seqs[~ended], scores[~ended]
-                if len(seqs) == 0 or len(finished) >= beam:
+                seqs, scores = torch.cat([seqs[src], tok[:, None]], 1), top.values
+                done = tok == EOS
+                ended += [(float(sc) / seqs.shape[1], float(sc), q) for sc, q in
+                          zip(scores[done], seqs[done], strict=True)]
+                seqs, scores = seqs[~done], scores[~done]
+                if len(seqs) == 0 or (ended and float(scores.max()) < max(e[1] for e in ended)):
                     break
-            finished += [(float(s) / seqs.shape[1], q) for s, q in zip(scores, seqs, strict=True)]
-            rows.append(max(finished, key=lambda x: x[0])[1])
+            ended += [(float(sc) / seqs.shape[1], float(sc), q) for sc, q in zip(scores, seqs, strict=True)]
+            rows.append(max(ended, key=lambda e: e[0])[2])
         width = max(len(r) for r in rows)
         return torch.stack([F.pad(r, (0, width - len(r)), value=PAD) for r in rows])
 
 
 def bleu4(generated: Sequence[str], reference: Sequence[str], n_boot: int = 1) -> tuple[float, float | None,
                                                                                        float | None]:
-    """Corpus BLEU-4 (0-100) of lower-cased text; with ``n_boot`` > 1, sacrebleu's bootstrap 95% CI."""
+    """Corpus BLEU-4 of lower-cased text as a fraction in [0, 1] (sacrebleu's 0-100 / 100, on the scale
+    of the other metrics); with ``n_boot`` > 1, sacrebleu's bootstrap 95% CI (mean +- its half-width)."""
     score = BLEU(lowercase=True).corpus_score(list(generated), [list(reference)], n_bootstrap=max(1, n_boot))
     if n_boot > 1 and getattr(score, "_ci", None) is not None:
-        return score.score, score._mean - score._ci, score._mean + score._ci
-    return score.score, None, None
+        return score.score / 100, (score._mean - score._ci) / 100, (score._mean + score._ci) / 100
+    return score.score / 100, None, None
 
 
 def rouge_l(generated: Sequence[str], reference: Sequence[str]) -> np.ndarray:
@@ -159,7 +170,7 @@ class ReportTask(tasks.Task):
             self.tokens[i, :len(row)] = torch.tensor(row)
 
     def build(self) -> nn.Module:
-        return ReportDecoder(self.x["train"].shape[-1], len(self.vocab), self.max_len)
+        return ReportDecoder(self.x["train"].shape[-1], len(self.vocab), self.max_len, self.x["train"].shape[1])
 
     def loss(self, model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
         tok = self.tokens[rows]

@@ -1,0 +1,122 @@
+"""The effects of one reconcile pass, behind injectable adapters: read what the pure core needs
+(children, results, shard index), call it, apply its actions, patch the status once.
+
+The kopf handlers drive it against the Kubernetes API (``kube.KubeCluster``); ``radscale run``
+drives the very same class against local processes (``local.LocalCluster``). No kopf here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from radscale.cells import CellResult, storage_options
+from radscale.operator import api, kube, plan, reconcile, validation
+
+log = logging.getLogger(__name__)
+Observer = Callable[[str, str, reconcile.Outcome, float], None]
+
+
+@functools.lru_cache(maxsize=1024)
+def _load(doc: str) -> api.ScalingStudy:
+    """Validate a study once per distinct spec: the CEL layer dominates a pass (about 70 ms for a
+    50-cell study), and timer and child events re-read an unchanged spec many times over."""
+    return validation.load_study(json.loads(doc))
+
+
+def settings_from_env(env: Mapping[str, str]) -> reconcile.Settings:
+    """Operator tuning from the Deployment's environment (the chart's ``operator.*`` values)."""
+    defaults = reconcile.Settings()
+    return reconcile.Settings(
+        default_image=env.get("RADSCALE_TRAINER_IMAGE", defaults.default_image),
+        backoff_base_s=float(env.get("RADSCALE_RETRY_BACKOFF_SECONDS", defaults.backoff_base_s)),
+        backoff_max_s=float(env.get("RADSCALE_RETRY_BACKOFF_MAX_SECONDS", defaults.backoff_max_s)),
+        vanish_grace_s=float(env.get("RADSCALE_VANISH_GRACE_SECONDS", defaults.vanish_grace_s)),
+    )
+
+
+class Operator:
+    """The effects of one reconcile: everything the handlers do, behind injectable adapters."""
+
+    def __init__(self, cluster: kube.Cluster, store: kube.Store, settings: reconcile.Settings | None = None,
+                 observer: Observer | None = None):
+        self.cluster, self.store, self.observer = cluster, store, observer
+        self.settings = settings or settings_from_env(os.environ)
+        self._results: dict[tuple[str, str, str], CellResult] = {}  # finished evaluations, read once
+
+    def _options(self, study: api.ScalingStudy, namespace: str) -> dict[str, Any]:
+        ds = study.spec.dataset
+        creds = self.cluster.secret(namespace, ds.credentials_secret) if ds.credentials_secret else {}
+        return storage_options(study.spec.output, ds.endpoint, creds)
+
+    def _observe(self, study: api.ScalingStudy, namespace: str) -> reconcile.Observed:
+        jobs = self.cluster.list_jobs(namespace, study.metadata.name)
+        options = self._options(study, namespace)
+        p = plan.plan(study)
+        prepared = self.store.shards_exist(plan.shards_uri(study, p.fingerprint), options)
+        results: dict[str, CellResult] = {}
+        for cs in (study.status.cell_status if study.status else []):
+            key = (namespace, study.metadata.name, cs.name)
+            if key in self._results:
+                results[cs.name] = self._results[key]
+                continue
+            if cs.state in (api.CellState.RUNNING, api.CellState.SUCCEEDED, api.CellState.RETRYING):
+                res = self.store.read_result(study.spec.output, cs.name, options)
+                if res is not None:
+                    results[cs.name] = res
+                    if res.evaluate:
+                        self._results[key] = res
+        return reconcile.Observed(jobs=jobs, results=results, prepared=prepared)
+
+    def results_of(self, study: api.ScalingStudy, namespace: str) -> dict[str, CellResult]:
+        """Every planned cell's result.json that exists (for the results artifact)."""
+        options = self._options(study, namespace)
+        out = {}
+        for cell in plan.plan(study).cells:
+            res = self.store.read_result(study.spec.output, cell.name, options)
+            if res is not None:
+                out[cell.name] = res
+        return out
+
+    def invalid(self, body: dict[str, Any], problems: list[validation.Problem], now: dt.datetime) -> None:
+        meta = body["metadata"]
+        status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
+        message = "; ".join(str(p) for p in problems)[:30000]
+        reconcile.set_condition(status, api.ConditionType.READY, False, "InvalidSpec", message, now,
+                                meta.get("generation"))
+        self.cluster.patch_status(meta.get("namespace", "default"), meta["name"],
+                                  status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    def reconcile(self, body: dict[str, Any], now: dt.datetime) -> reconcile.Outcome | None:
+        """One pass for one study body (as the API server returned it)."""
+        meta = body["metadata"]
+        namespace = meta.get("namespace", "default")
+        doc = {k: body[k] for k in ("apiVersion", "kind", "spec") if k in body}
+        doc["metadata"] = {k: meta[k] for k in ("name", "namespace", "generation", "uid") if k in meta}
+        try:
+            study = _load(json.dumps(doc, sort_keys=True))
+        except validation.SpecError as exc:
+            self.invalid(body, exc.problems, now)
+            return None
+        status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
+        study = study.model_copy(update={"status": status if body.get("status") else None})
+        started = time.perf_counter()
+        outcome = reconcile.reconcile(study, self._observe(study, namespace), now, self.settings)
+        for action in outcome.actions:
+            if isinstance(action, reconcile.CreateJob):
+                self.cluster.create_job(namespace, action.manifest)
+            elif isinstance(action, reconcile.DeleteJob):
+                self.cluster.delete_job(namespace, action.name)
+        self.cluster.patch_status(namespace, meta["name"],
+                                  outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        if self.observer is not None:
+            self.observer(namespace, meta["name"], outcome, time.perf_counter() - started)
+        return outcome
+
+

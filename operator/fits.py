@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 MIN_SIZES = 3
+MAX_LOG_N = math.log(1e15)  # a crossover beyond 10^15 images is "never"
 HIGHER_IS_BETTER = frozenset({"auroc", "auprc", "dice", "cldice", "bleu4", "rougeL", "clinicalF1", "accuracy"})
 Z95 = 1.959963984540054
 
@@ -58,7 +59,9 @@ class PowerLaw:
         """Smallest N with err(N) < baseline_error; None if the curve never gets there."""
         if baseline_error <= self.c or self.a <= 0 or self.b <= 0:
             return None
-        return float((self.a / (baseline_error - self.c)) ** (1.0 / self.b))
+        # in logs: a nearly flat curve (b -> 0) puts the crossover beyond any float, i.e. never
+        log_n = (math.log(self.a) - math.log(baseline_error - self.c)) / self.b
+        return math.exp(log_n) if log_n < MAX_LOG_N else None
 
 
 @dataclasses.dataclass(frozen=True)

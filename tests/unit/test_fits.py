@@ -92,3 +92,10 @@ def test_crossover_is_none_when_the_baseline_is_below_the_floor():
 def test_sigma_from_ci():
     assert fits.sigma_from_ci(0.78, 0.82) == pytest.approx(0.04 / 3.919927969)
     assert fits.sigma_from_ci(None, 0.8) is None
+
+
+def test_a_nearly_flat_law_never_crosses_instead_of_overflowing():
+    # seen in a demo run: b ~ 0.001 put (a / (e - c)) ** (1 / b) beyond any float
+    law = fits.PowerLaw(a=0.9, b=0.001, c=0.0)
+    assert law.crossover(0.5) is None
+    assert fits.PowerLaw(a=1.0, b=0.5, c=0.0).crossover(0.1) == pytest.approx(100.0)

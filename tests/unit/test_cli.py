@@ -92,7 +92,7 @@ def test_plan_table_for_people():
     out = run("plan", str(EXAMPLES / "study-local.yaml"))
     assert out.returncode == 0
     assert "cxr-local-dino-100-pt -> cxr-local-dino-100-ev" in out.stdout
-    assert "constant compute: 25 steps x 16 = 400 images" in out.stdout
+    assert "constant compute: 13 steps x 16 = 208 images" in out.stdout
 
 
 def test_plan_refuses_an_invalid_study(tmp_path):

@@ -143,3 +143,13 @@ def test_text_metrics_on_real_openi_reports(openi_reports):
     f_same = labeler.clinical_f1(refs, refs)
     f_flip = labeler.clinical_f1(flipped, refs)
     assert f_same == 1.0 and f_flip < 0.8
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_a_short_trial_trains(epochs):
+    # a one-batch epoch: the LR schedule must still be defined (OneCycleLR divided by zero here)
+    small = synthetic(n=40)
+    task = tasks.for_spec(TaskSpec(name="f", kind="classification", labels=list(LABELS)), small)
+    assert len(list(task.train({"lr": 1e-2, "epochs": epochs}))) == epochs
+    f = tasks.warmup_cosine(3)
+    assert [round(f(i), 3) for i in range(3)] == [1.0, 1.0, 0.5]

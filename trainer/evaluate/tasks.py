@@ -8,6 +8,7 @@ The encoder never runs here: :mod:`features` extracted its outputs once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -45,6 +46,19 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, n_boot: int = N_BO
 
 def metric(value: float, ci: tuple[float | None, float | None] = (None, None)) -> MetricValue:
     return MetricValue(value=float(value), ci_low=ci[0], ci_high=ci[1])
+
+
+def warmup_cosine(total: int) -> Callable[[int], float]:
+    """LR factor per step: linear warmup over the first 10% (at least one step), then cosine to 0.
+    Defined for any ``total`` >= 1 (torch's OneCycleLR divides by zero below ~10 steps)."""
+    warm = max(1, total // 10)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return factor
 
 
 def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +101,7 @@ class Task:
         model = self.build()
         self.model = model
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * self._steps_per_epoch(),
-                                                    pct_start=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * self._steps_per_epoch()))
         gen = torch.Generator().manual_seed(self.seed)
         for _ in range(epochs):
             model.train()

@@ -51,7 +51,9 @@ def render_png(status: api.ScalingStudyStatus, title: str) -> bytes:
                 ax.plot(xs, _law(fit, metric, xs), ":", color=colour, lw=1.4,
                         label=f"{enc} fit: {fit.a:.3g}·N^-{fit.b:.2f}+{fit.c:.3f} (R² {fit.r2:.2f})")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
         ax.set_xlabel("pretraining images (N)")
         ax.set_ylabel(metric)
         ax.set_title(task)

@@ -113,3 +113,33 @@ def test_a_bad_study_file_is_named(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_live_panel_and_final_tables_render(cluster, tmp_path):
+    from rich.console import Console
+
+    from radscale.operator import display
+
+    code = "import json; print('radscale-progress', json.dumps({'done': 5, 'total': 20, 'loss': 3.2}), flush=True); " \
+           "import time; time.sleep(30)"
+    cluster.create_job("local", manifest("s-a-pt", code))
+    deadline = time.monotonic() + 20
+    while local.progress_of(local._tail(cluster.children["s-a-pt"].log)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = api.ScalingStudyStatus(
+        phase="Running", cells=api.CellCounts(total=2, running=1, pending=1),
+        cell_status=[api.CellStatus(name="s-a", encoder="e", size=10, stage="pretrain", state="Running",
+                                    attempts=1, rayJob="s-a-pt"),
+                     api.CellStatus(name="s-b", encoder="e", size=20, stage="pretrain", state="Pending")],
+        results={"findings": {"auroc": {"e": [[0, 0.5, 0.5, 0.5], [10, 0.7, 0.65, 0.75]]}}})
+    console = Console(record=True, width=120, force_terminal=True)
+    view = display.Display(console, live=True)
+    console.print(view.panel(status, cluster))
+    text = console.export_text()
+    assert "Running  0/2 succeeded, 1 running" in text and "s-a" in text and "loss 3.2" in text
+    assert "s-b" not in text  # only running cells get a row
+    cluster.delete_job("local", "s-a-pt")
+    study = api.ScalingStudy.model_construct(metadata=api.ObjectMeta(name="s"))
+    console.print(*display.tables(study, status))
+    out = console.export_text()
+    assert "0.700 [0.650, 0.750]" in out and "baseline" in out

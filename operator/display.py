@@ -128,7 +128,8 @@ def tables(study: api.ScalingStudy, status: api.ScalingStudyStatus) -> list[Tabl
         for col in ("task", "metric", "encoder", "a", "b", "c", "R²", "beats baseline at N"):
             fit.add_column(col, justify="left" if col in ("task", "metric", "encoder") else "right")
         for f in status.fits:
-            cross = "never" if f.crossover_size is None else f"{f.crossover_size:,.0f}"
+            cross = "never" if f.crossover_size is None else \
+                f"{f.crossover_size:,.0f}" if f.crossover_size >= 1 else "< 1"
             fit.add_row(f.task, f.metric, f.encoder, f"{f.a:.3g}", f"{f.b:.3f}", f"{f.c:.3f}", f"{f.r2:.2f}", cross)
         out.append(fit)
     return out

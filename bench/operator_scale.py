@@ -51,6 +51,7 @@ def study(i: int, tmp: Path, concurrent: int) -> dict:
         encoders.append(enc)
     doc["metadata"] = {"name": f"study-{i:03d}", "namespace": "default"}
     doc["spec"].update(encoders=encoders, sizes=[100 * k for k in range(1, 10)], maxConcurrentCells=concurrent,
+                       computeBudget={"steps": 40, "globalBatchSize": 32, "checkpointEvery": 10},
                        output=f"file://{tmp}/out/study-{i:03d}")
     return doc
 

@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shards", help="prepared shards URI (default: the local example's)")
     ap.add_argument("--paradigm", default="dino", choices=["dino", "unicl"])
-    ap.add_argument("--size", type=int, default=800)
+    ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args()

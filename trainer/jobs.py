@@ -46,6 +46,16 @@ def read_index(cell: CellSpec) -> dict[str, Any]:
         raise CellError(f"shards: {index_uri} does not exist; run the prepare stage for this dataset first") from exc
 
 
+def check_weights(cell: CellSpec, what_to_do: str) -> None:
+    """A CellError naming ``weights`` when the cell's weights URI cannot be read (``hf-hub:`` is
+    resolved by the loader itself)."""
+    from radscale.trainer import storage
+
+    if cell.weights != "none" and not cell.weights.startswith("hf-hub:") \
+            and not storage.exists(cell.weights, cell.dataset.endpoint):
+        raise CellError(f"weights: {cell.weights} cannot be read; {what_to_do}")
+
+
 def ray_init() -> None:
     import os
 
@@ -131,8 +141,10 @@ def mlflow_metrics(metrics: dict[str, Any], step: int) -> list[Any]:
 # ---- main ----------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None, *, prog: str, doc: str, run: Callable[[CellSpec], dict[str, Any]]) -> int:
-    """Parse ``--cell``, run, print the summary JSON; map failures to the exit-code contract."""
+def main(argv: list[str] | None, *, prog: str, doc: str, run: Callable[[CellSpec], dict[str, Any]],
+         bad_input: tuple[type[Exception], ...] = (CellError,)) -> int:
+    """Parse ``--cell``, run, print the summary JSON; map failures to the exit-code contract
+    (``bad_input`` exceptions exit 2: retrying will not help)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     parser.add_argument("--cell", required=True, help="cell spec: inline JSON, or a path/URL of one")
     args = parser.parse_args(argv)
@@ -140,7 +152,7 @@ def main(argv: list[str] | None, *, prog: str, doc: str, run: Callable[[CellSpec
     try:
         cell = CellSpec.from_arg(args.cell)
         summary = run(cell)
-    except CellError as exc:
+    except bad_input as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the RayJob shows this line; the traceback is in the Ray logs

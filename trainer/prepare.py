@@ -8,8 +8,6 @@ names the field, file or row; retrying will not help).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 
@@ -56,21 +54,17 @@ def _cluster() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m radscale.trainer.prepare")
-    ap.add_argument("--cell", required=True, help="cell spec: inline JSON, or a path/URL of a JSON file")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cell = CellSpec.from_arg(args.cell)
+    from radscale.trainer import jobs
+
+    def go(cell: CellSpec) -> dict:
         report = run(cell)
-    except (manifest_mod.ManifestError, ValueError) as exc:
-        print(f"prepare: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"fingerprint": report.fingerprint, "reused": report.reused, "images": report.images,
-                      "decoded": report.decoded, "skipped": report.skipped, "pool": report.pool,
-                      "eval": report.eval_images, "bytesWritten": report.bytes_written,
-                      "seconds": round(report.seconds, 2)}))
-    return 0
+        return {"fingerprint": report.fingerprint, "reused": report.reused, "images": report.images,
+                "decoded": report.decoded, "skipped": report.skipped, "pool": report.pool,
+                "eval": report.eval_images, "bytesWritten": report.bytes_written,
+                "seconds": round(report.seconds, 2)}
+
+    return jobs.main(argv, prog="python -m radscale.trainer.prepare", doc=__doc__, run=go,
+                     bad_input=(jobs.CellError, manifest_mod.ManifestError, ValueError))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,6 @@ last_metrics: dict[str, Any] = {}  # the final reported metrics of the last run(
 
 def check(cell: CellSpec) -> dict[str, Any]:
     """Fail fast on what would otherwise fail inside a worker; returns the prepared index."""
-    from radscale.trainer import storage
-
     if cell.stage != "pretrain":
         raise CellError(f"stage: this entrypoint runs pretrain cells, got {cell.stage!r}")
     if cell.encoder is None or cell.size <= 0:
@@ -58,9 +56,7 @@ def check(cell: CellSpec) -> dict[str, Any]:
     if cell.encoder.paradigm in ("clip", "unicl") and not cell.dataset.columns.report:
         raise CellError(f"encoder.paradigm: {cell.encoder.paradigm} needs reports; set dataset.columns.report "
                         "or use paradigm dino")
-    if cell.weights != "none" and not cell.weights.startswith("hf-hub:") \
-            and not storage.exists(cell.weights, cell.dataset.endpoint):
-        raise CellError(f"weights: {cell.weights} cannot be read; fix encoders[].init or its credentials")
+    jobs.check_weights(cell, "fix encoders[].init or its credentials")
     return index
 
 

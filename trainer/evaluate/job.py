@@ -23,8 +23,6 @@ __all__ = ["CellError", "check", "main", "run"]
 
 def check(cell: CellSpec) -> None:
     """Fail fast, naming the field, on what would otherwise fail inside a trial."""
-    from radscale.trainer import storage
-
     if cell.stage != "evaluate":
         raise CellError(f"stage: this entrypoint runs evaluate cells, got {cell.stage!r}")
     if cell.encoder is None:
@@ -42,10 +40,7 @@ def check(cell: CellSpec) -> None:
                             f"dataset.columns.masks {list(cols.masks)}")
         if t.kind == "report-generation" and not cols.report:
             raise CellError(f"evaluation.tasks[{t.name}]: report generation needs dataset.columns.report")
-    if cell.weights != "none" and not cell.weights.startswith("hf-hub:") \
-            and not storage.exists(cell.weights, cell.dataset.endpoint):
-        what = "run this cell's pretrain stage first" if not cell.baseline else "fix encoders[].init"
-        raise CellError(f"weights: {cell.weights} cannot be read; {what}")
+    jobs.check_weights(cell, "fix encoders[].init" if cell.baseline else "run this cell's pretrain stage first")
 
 
 def _log_trials(client: Any, cell: CellSpec, run_id: str, task: str, outcome: Any) -> None:

@@ -1,6 +1,6 @@
 """The operator at scale: many studies at once against the API emulator, with the real kopf process.
 
-    PATH=.tools/bin:$PATH .venv/bin/python bench/operator_scale.py [--studies 100] [--duration 120] [--pin]
+    PATH=.tools/bin:$PATH .venv/bin/python bench/operator_scale.py [--studies 100] [--duration 120] [--pin] [--distinct]
 
 Each study has 5 encoders x 9 sizes + 5 baselines = 50 cells. All studies are applied at once;
 the fake KubeRay controller runs every RayJob for ``--job-seconds``. Reported:
@@ -42,16 +42,22 @@ OPERATOR_WRITES = {("create", "rayjobs"), ("delete", "rayjobs"), ("status", "sca
                    ("update", "scalingstudies")}
 
 
-def study(i: int, tmp: Path, concurrent: int) -> dict:
+def study(i: int, tmp: Path, concurrent: int, distinct: bool = False) -> dict:
+    """Study ``i``; with ``distinct`` every study differs in what the cross-field rules read (sizes,
+    budget, each encoder's optimizer), so no validation verdict is shared between studies."""
     doc = yaml.safe_load((REPO / "manifests" / "examples" / "study-local.yaml").read_text())
     encoders = []
     for e in range(5):
         enc = copy.deepcopy(doc["spec"]["encoders"][e % 2])
         enc["name"] = f"enc{e}"
+        if distinct:
+            enc.setdefault("optimizer", {}).update(lr=1e-4 * (1 + i + 100 * e), warmupSteps=1 + i % 7)
         encoders.append(enc)
     doc["metadata"] = {"name": f"study-{i:03d}", "namespace": "default"}
-    doc["spec"].update(encoders=encoders, sizes=[100 * k for k in range(1, 10)], maxConcurrentCells=concurrent,
-                       computeBudget={"steps": 40, "globalBatchSize": 32, "checkpointEvery": 10},
+    sizes = [100 * k + (i if distinct else 0) for k in range(1, 10)]
+    doc["spec"].update(encoders=encoders, sizes=sizes, maxConcurrentCells=concurrent,
+                       computeBudget={"steps": 40 + (i if distinct else 0), "globalBatchSize": 32,
+                                      "checkpointEvery": 10},
                        output=f"file://{tmp}/out/study-{i:03d}")
     return doc
 
@@ -67,6 +73,8 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=6, help="maxConcurrentCells per study")
     ap.add_argument("--duration", type=float, default=120, help="seconds to run after applying")
     ap.add_argument("--job-seconds", type=float, default=2.0)
+    ap.add_argument("--distinct", action="store_true",
+                    help="studies differ in every field the validation rules read (no shared verdicts)")
     ap.add_argument("--resync", type=float, default=30.0, help="the operator's timer interval")
     ap.add_argument("--pin", action="store_true",
                     help="operator on the last core, emulator + fake KubeRay on the others (as on a cluster, "
@@ -103,7 +111,7 @@ def main() -> None:
     applied: dict[str, float] = {}
     t0 = time.monotonic()
     for i in range(args.studies):
-        doc = study(i, tmp, args.concurrent)
+        doc = study(i, tmp, args.concurrent, args.distinct)
         api.call(server.create, (res, "default", doc["metadata"]["name"]), doc)
         applied[doc["metadata"]["name"]] = time.monotonic()
     print(f"applied {args.studies} studies in {time.monotonic() - t0:.2f} s", flush=True)
@@ -138,6 +146,7 @@ def main() -> None:
           f"python {platform.python_version()}")
     print(f"{args.studies} studies x 50 cells, {args.duration:.0f} s, jobs {args.job_seconds} s, "
           f"maxConcurrentCells {args.concurrent}, resync {args.resync} s"
+          + (", distinct specs" if args.distinct else "")
           + (f", operator pinned to core {sorted(operator_cpus)}" if operator_cpus else ""))
     print(f"studies with a first RayJob: {len(first_job)}/{args.studies}; "
           f"with a first cell wave: {len(first_wave)}/{args.studies}")

@@ -26,3 +26,16 @@ def test_fits_bench_executes():
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "per curve: median" in proc.stdout
+
+
+def test_operator_bench_studies_are_valid_and_distinct_when_asked(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from bench.operator_scale import study
+    from radscale.operator import plan, validation
+
+    same = [validation.load_study(study(i, tmp_path, 6)) for i in range(3)]
+    distinct = [validation.load_study(study(i, tmp_path, 6, distinct=True)) for i in range(3)]
+    assert all(len(plan.plan(s).cells) == 50 for s in same + distinct)
+    assert len({tuple(s.spec.sizes) for s in same}) == 1
+    assert len({tuple(s.spec.sizes) for s in distinct}) == 3
+    assert len({s.spec.encoders[0].optimizer.lr for s in distinct}) == 3

@@ -122,3 +122,33 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 def test_not_an_object():
     assert validation.problems_of(["a"])[0].message.startswith("expected a ScalingStudy")
+
+
+def test_cel_rules_read_only_the_fields_they_name():
+    from radscale.operator import celcheck
+
+    assert celcheck._reads("self.a <= self.b.c") == frozenset({"a", "b"})
+    assert celcheck._reads("self.all(k, k in ['lr'])") is None  # a macro over self as a whole
+    assert celcheck._reads("self.size() > 0") is None
+    assert celcheck._reads("has(self) && self == 'x'") is None
+
+
+def test_studies_differing_outside_a_rules_fields_share_its_verdict():
+    """A burst of studies that differ only in names and outputs validates the spec rules once."""
+    from radscale.operator import celcheck
+
+    base = load_yaml(EXAMPLES / "study.yaml")
+    first = edit(base, {"metadata.name": "burst-a", "spec.output": "s3://bucket/burst-a/",
+                        "spec.sizes": [97, 98]})
+    validation.load_study(first)
+    before = celcheck._verdict.cache_info()
+    second = edit(base, {"metadata.name": "burst-b", "spec.output": "s3://bucket/burst-b/",
+                         "spec.sizes": [97, 98]})
+    validation.load_study(second)
+    after = celcheck._verdict.cache_info()
+    assert after.misses == before.misses, "a rule was evaluated again for an identical question"
+    # ... while a change to a field a rule reads is evaluated, and still refused when bad
+    bad = edit(second, {"spec.computeBudget.globalBatchSize": 7})
+    with pytest.raises(validation.SpecError, match="globalBatchSize"):
+        validation.load_study(bad)
+    assert celcheck._verdict.cache_info().misses > after.misses

@@ -240,11 +240,21 @@ class StageResources(Model):
     )
 
 
+class PretrainResources(StageResources):
+    """Ray cluster shape for pretraining, and how the model is spread over its workers."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every worker holds the whole model (the default). fsdp: parameters, "
+        "gradients and optimizer state are sharded over the workers (PyTorch FSDP2), for encoders "
+        "that do not fit one GPU; checkpoints hold full weights either way."
+    )
+
+
 class ResourcesSpec(Model):
     """Per-stage Ray cluster shapes."""
 
     prepare: StageResources = sub(StageResources, "Shard preparation (Ray Data).")
-    pretrain: StageResources = sub(StageResources, "Continual pretraining (Ray Train).")
+    pretrain: PretrainResources = sub(PretrainResources, "Continual pretraining (Ray Train).")
     evaluate: StageResources = sub(StageResources, "Evaluation sweeps (Ray Tune).")
 
 

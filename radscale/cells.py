@@ -26,6 +26,7 @@ from radscale.operator.api import (
     ComputeBudget,
     DatasetSpec,
     EncoderSpec,
+    PretrainResources,
     Stage,
     StageResources,
     SweepSpec,
@@ -104,7 +105,7 @@ class CellSpec(_Wire):
     attention: Literal["auto", "triton", "sdpa"] = "auto"
     tasks: list[TaskSpec] = Field(default_factory=list)
     sweep: SweepSpec | None = None
-    resources: StageResources = Field(default_factory=StageResources)
+    resources: PretrainResources | StageResources = Field(default_factory=StageResources)
     tracking: TrackingSpec | None = None
 
     @property

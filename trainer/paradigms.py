@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radscale.trainer import augment
+from radscale.trainer import augment, parallel
 from radscale.trainer.models.encoders import Encoder, encoder_from_spec
 from radscale.trainer.models.text import text_from_spec
 from radscale.trainer.objectives import clip, dino, ibot, koleo, teacher, unicl
@@ -65,12 +65,17 @@ class DinoObjective:
         self.ibot_loss.to(device)
         return self
 
+    def modules(self) -> list[nn.Module]:
+        """Modules the objective owns that the strategy must place like the model (the teacher)."""
+        return [self.teacher]
+
     def state_dict(self) -> dict[str, Any]:
-        return {"teacher": self.teacher.state_dict(), "dino_center": self.dino_loss.center,
+        """Full state on rank 0; collective under FSDP (every rank calls it)."""
+        return {"teacher": parallel.full_state(self.teacher), "dino_center": self.dino_loss.center,
                 "ibot_center": self.ibot_loss.center}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.teacher.load_state_dict(state["teacher"])
+        parallel.load_state(self.teacher, state["teacher"])
         self.dino_loss.center.copy_(state["dino_center"])
         self.ibot_loss.center.copy_(state["ibot_center"])
 
@@ -78,9 +83,9 @@ class DinoObjective:
         x = augment.unit(batch.images, device)
         views = self.crops(x)
         b = x.shape[0]
-        n = (views[0].shape[-1] // _patch(self.teacher.encoder)) ** 2
+        side = views[0].shape[-1] // _patch(self.teacher.encoder)
         rng = np.random.default_rng([step, int(batch.row_ids[0]) if len(batch.row_ids) else 0])
-        masks = [m.to(device) for m in ibot.sample_masks(2 * b, n, generator=_PyRandom(rng)).split(b)]
+        masks = [m.to(device) for m in ibot.sample_masks(2 * b, (side, side), rng=rng).split(b)]
         temp = teacher.teacher_temperature(step, self.warmup)
         with torch.no_grad():
             t_feats, t_cls, _ = self.teacher(views[:2])
@@ -97,25 +102,12 @@ class DinoObjective:
 
     def after_step(self, model: nn.Module, step: int) -> dict:
         m = teacher.teacher_momentum(step, self.steps)
-        teacher.ema_update(self.teacher, _unwrap(model), m)
+        teacher.ema_update(self.teacher, parallel.unwrap(model), m)
         return {"teacher_momentum": m}
 
     def image_tower(self, model: nn.Module) -> nn.Module:
         """What ``encoder.safetensors`` holds: the teacher's backbone (DINOv2 and RAD-DINO release it)."""
         return self.teacher.encoder.model
-
-
-class _PyRandom:
-    """random.Random's ``uniform``/``sample`` over a numpy Generator (seeded per step and batch)."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-
-    def uniform(self, a: float, b: float) -> float:
-        return float(self.rng.uniform(a, b))
-
-    def sample(self, population: range, k: int) -> list[int]:
-        return self.rng.choice(len(population), size=k, replace=False).tolist()
 
 
 class ContrastiveModel(nn.Module):
@@ -143,6 +135,9 @@ class ContrastiveObjective:
     def to(self, device: torch.device) -> ContrastiveObjective:
         return self
 
+    def modules(self) -> list[nn.Module]:
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -166,15 +161,11 @@ class ContrastiveObjective:
         return {}
 
     def image_tower(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).encoder.model
+        return parallel.unwrap(model).encoder.model
 
 
 def _text_id(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "big")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def build(cell: Any, label_names: tuple[str, ...], storage_options: dict | None = None):

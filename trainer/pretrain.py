@@ -69,7 +69,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from radscale.trainer import optim, paradigms
+    from radscale.trainer import optim, paradigms, parallel
     from radscale.trainer.data.loader import PreparedDataset
     from radscale.trainer.models.encoders import save_weights
 
@@ -81,19 +81,19 @@ def train_loop(config: dict[str, Any]) -> None:
     opts = storage_options(cell.output, cell.dataset.endpoint)
     labels = tuple(cell.dataset.columns.labels)
     model, objective = paradigms.build(cell, labels, opts)
-    tower = model.encoder.model
-    opt_spec = cell.encoder.optimizer
-    optimizer = optim.build(model, tower, opt_spec)
-    model = ray.train.torch.prepare_model(model)
+    strategy = getattr(cell.resources, "strategy", "ddp")
+    model = parallel.wrap(model, strategy, device, world, companions=objective.modules())
     objective.to(device)
+    opt_spec = cell.encoder.optimizer
+    optimizer = optim.build(model, parallel.unwrap(model).encoder.model, opt_spec)  # after wrap: FSDP replaces params
     position = {"step": 0, "epoch": 0, "batch": 0}
     resumed_from = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
-        paradigms._unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        parallel.load_state(model, state["model"])
+        parallel.load_optimizer_state(model, optimizer, state["optimizer"])
         objective.load_state_dict(state["objective"])
         position = state["position"]
         resumed_from = position["step"]
@@ -156,8 +156,9 @@ def train_loop(config: dict[str, Any]) -> None:
         if step < steps:  # broke out on a partial batch: next epoch
             epoch, skip = epoch + 1, 0
 
+    tower = parallel.full_state(objective.image_tower(model))  # collective under FSDP
     if rank == 0:
-        save_weights(objective.image_tower(model), cell.encoder_uri, opts)
+        save_weights(tower, cell.encoder_uri, opts)
 
 
 def _report(metrics: dict[str, Any], rank: int, model: Any, optimizer: Any, objective: Any,
@@ -165,14 +166,16 @@ def _report(metrics: dict[str, Any], rank: int, model: Any, optimizer: Any, obje
     import ray.train
     import torch
 
-    from radscale.trainer import paradigms
+    from radscale.trainer import parallel
 
+    # Gathered on every rank (collective under FSDP); full, unsharded state lands on rank 0.
+    state = {"model": parallel.full_state(model), "optimizer": parallel.optimizer_state(model, optimizer),
+             "objective": objective.state_dict(), "position": position}
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as d:
-        torch.save({"model": paradigms._unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "objective": objective.state_dict(), "position": position}, Path(d) / "state.pt")
+        torch.save(state, Path(d) / "state.pt")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 

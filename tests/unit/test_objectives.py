@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,11 +68,38 @@ def test_ibot_weights_each_image_equally_and_ignores_unmasked_images() -> None:
 
 
 def test_ibot_masks_follow_dinov2_collate() -> None:
-    masks = ibot.sample_masks(16, 196, generator=random.Random(0))
+    masks = ibot.sample_masks(16, (14, 14), rng=np.random.default_rng(0))
     per_image = masks.sum(-1)
     assert int((per_image > 0).sum()) == 8
     ratios = sorted((per_image[per_image > 0] / 196).tolist())
-    assert ratios[0] >= 0.09 and ratios[-1] <= 0.5 and ratios[-1] - ratios[0] > 0.2
+    # blocks never overshoot an image's count and rarely fall far short of it
+    assert ratios[0] >= 0.07 and ratios[-1] <= 0.5 and ratios[-1] - ratios[0] > 0.2
+    again = ibot.sample_masks(16, (14, 14), rng=np.random.default_rng(0))
+    assert torch.equal(masks, again), "masks must be reproducible from the step's seed"
+
+
+def _masked_neighbours(mask: np.ndarray) -> float:
+    """Fraction of masked patches with a masked 4-neighbour."""
+    padded = np.pad(mask, 1)
+    neighbour = padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+    return float((mask & neighbour).sum() / max(1, mask.sum()))
+
+
+def test_ibot_masks_are_blocks_not_scattered_patches() -> None:
+    rng = np.random.default_rng(1)
+    grid = (16, 16)
+    blocky = [ibot.block_mask(grid, 60, rng) for _ in range(50)]
+    assert all(0 < m.sum() <= 60 for m in blocky)
+    assert np.mean([m.sum() for m in blocky]) > 50  # close to the asked count
+    # scattered positions at this density have a masked neighbour about 1-(1-60/256)^4 = 65% of
+    # the time; blocks (>= 4 patches, both sides >= 1) almost always do
+    assert np.mean([_masked_neighbours(m) for m in blocky]) > 0.9
+    scattered = np.zeros(256, dtype=bool)
+    scattered[rng.choice(256, 60, replace=False)] = True
+    assert _masked_neighbours(scattered.reshape(grid)) < 0.8
+    # a block covers at most half the grid
+    big = ibot.block_mask((4, 4), 16, rng)
+    assert big.sum() <= 16 and ibot.block_mask((4, 4), 0, rng).sum() == 0
 
 
 def test_koleo_known_value_and_spreading_lowers_it() -> None:

@@ -132,6 +132,17 @@ def test_cell_spec_round_trips_through_the_entrypoint(study, tmp_path):
     assert wire["apiVersion"] == "radscale.io/cell-v1" and "globalBatchSize" in wire["budget"]
 
 
+def test_the_pretrain_strategy_reaches_the_pretrain_cell_only(paper_study):
+    study = validation.load_study(edit(paper_study, {"spec.resources.pretrain.strategy": "fsdp"}))
+    p = plan.plan(study)
+    pretrain = CellSpec.from_arg(plan.cell_spec(study, p, p.cells[1], api.Stage.PRETRAIN).entrypoint()[4])
+    assert pretrain.resources.strategy == "fsdp"
+    evaluate = plan.cell_spec(study, p, p.cells[1], api.Stage.EVALUATE)
+    assert getattr(evaluate.resources, "strategy", "ddp") == "ddp"
+    default = validation.load_study(paper_study)
+    assert plan.cell_spec(default, plan.plan(default), p.cells[1], api.Stage.PRETRAIN).resources.strategy == "ddp"
+
+
 def test_cell_result_model():
     res = CellResult.model_validate({
         "study": "cxr", "cell": "cxr-mi2-30k", "encoder": "mi2", "size": 30000,

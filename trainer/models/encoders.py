@@ -197,9 +197,11 @@ def load_weights(model: nn.Module, uri: str, storage_options: dict[str, Any] | N
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
 
-def save_weights(model: nn.Module, uri: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Write the model's state dict as safetensors to a path or fsspec URL."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def save_weights(model: nn.Module | dict[str, torch.Tensor], uri: str,
+                 storage_options: dict[str, Any] | None = None) -> None:
+    """Write a model's state dict (or a state dict) as safetensors to a path or fsspec URL."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with fsspec.open(uri, "wb", **(storage_options or {})) as fh:
         fh.write(save_safetensors(tensors))
 

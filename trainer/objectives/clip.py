@@ -20,10 +20,11 @@ class LogitScale(nn.Module):
 
     def __init__(self, init_temperature: float = INIT_TEMPERATURE):
         super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        # shape [1], not a scalar: FSDP shards parameters along their first dimension
+        self.log_scale = nn.Parameter(torch.tensor([math.log(1.0 / init_temperature)]))
 
     def forward(self) -> torch.Tensor:
-        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)[0]
 
 
 def contrastive_logits(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

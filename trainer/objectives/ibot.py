@@ -6,30 +6,66 @@ images are averaged (images without masks count, with zero loss), as in DINOv2. 
 is centred (momentum 0.9) or balanced by Sinkhorn-Knopp, as for the CLS loss.
 
 Masks (:func:`sample_masks`): half the images get a mask, with ratios spread over [0.1, 0.5]
-(DINOv2's collate); positions are drawn uniformly here, where DINOv2 draws BEiT-style blocks.
+(DINOv2's collate), made of rectangular blocks of patches as in BEiT/iBOT/DINOv2's
+``MaskingGenerator``: a block covers at least 4 patches and at most half the grid, with an aspect
+ratio log-uniform in [0.3, 1/0.3]; blocks are added until the image's count is reached or ten
+placements in a row add nothing. Blocks hide whole structures (a rib segment, a tube tip), so the
+student must infer them from context instead of interpolating from neighbouring patches.
 """
 
 from __future__ import annotations
 
-import random
+import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from radscale.trainer.objectives.dino import CenteredTeacher
 
+MIN_BLOCK = 4
+ASPECT = (math.log(0.3), math.log(1 / 0.3))
 
-def sample_masks(batch: int, patches: int, ratio: tuple[float, float] = (0.1, 0.5), probability: float = 0.5,
-                 generator: random.Random | None = None) -> torch.Tensor:
-    """Bool masks [B, N]: ``probability`` of the images masked, ratios spread over ``ratio``."""
-    rng = generator or random.Random()
+
+def block_mask(grid: tuple[int, int], count: int, rng: np.random.Generator, max_block: int | None = None) -> np.ndarray:
+    """Bool [H, W] with about ``count`` (never more) patches masked in rectangular blocks."""
+    h, w = grid
+    mask = np.zeros(grid, dtype=bool)
+    max_block = max_block or max(MIN_BLOCK, (h * w) // 2)
+    done = 0
+    while done < count:
+        budget = min(count - done, max_block)
+        added = 0
+        for _ in range(10):  # placements: a block must add something and not overshoot the budget
+            area = rng.uniform(MIN_BLOCK, max(MIN_BLOCK, budget))
+            aspect = math.exp(rng.uniform(*ASPECT))
+            bh, bw = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if not (0 < bh < h and 0 < bw < w):
+                continue
+            top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+            block = mask[top:top + bh, left:left + bw]
+            new = bh * bw - int(block.sum())
+            if 0 < new <= budget:
+                block[:] = True
+                added = new
+                break
+        if added == 0:
+            break
+        done += added
+    return mask
+
+
+def sample_masks(batch: int, grid: tuple[int, int], ratio: tuple[float, float] = (0.1, 0.5),
+                 probability: float = 0.5, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """Bool masks [B, H*W]: ``probability`` of the images masked in blocks, ratios spread over ``ratio``."""
+    rng = rng if rng is not None else np.random.default_rng()
+    patches = grid[0] * grid[1]
     n_masked = int(batch * probability)
-    edges = torch.linspace(ratio[0], ratio[1], n_masked + 1).tolist()
-    masks = torch.zeros(batch, patches, dtype=torch.bool)
+    edges = np.linspace(ratio[0], ratio[1], n_masked + 1)
+    masks = np.zeros((batch, patches), dtype=bool)
     for i in range(n_masked):
-        count = int(patches * rng.uniform(edges[i], edges[i + 1]))
-        masks[i, rng.sample(range(patches), count)] = True
-    return masks[torch.tensor(rng.sample(range(batch), batch))]
+        masks[i] = block_mask(grid, int(patches * rng.uniform(edges[i], edges[i + 1])), rng).ravel()
+    return torch.from_numpy(masks[rng.permutation(batch)])
 
 
 class IBOTPatchLoss(CenteredTeacher):

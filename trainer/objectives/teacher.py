@@ -34,8 +34,11 @@ def teacher_temperature(step: int, warmup: int, start: float = 0.04, end: float 
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher <- m * teacher + (1 - m) * student, parameter by parameter (buffers copied)."""
-    t_params, s_params = list(teacher.parameters()), list(student.parameters())
+    """teacher <- m * teacher + (1 - m) * student, parameter by parameter (buffers copied).
+    Under FSDP both are sharded alike and each rank updates its own shards."""
+    from radscale.trainer.parallel import local_parameters
+
+    t_params, s_params = local_parameters(teacher), local_parameters(student)
     if len(t_params) != len(s_params):
         raise ValueError("teacher and student must have the same parameters")
     torch._foreach_mul_(t_params, momentum)

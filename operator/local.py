@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,7 +115,8 @@ class LocalCluster:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as fh:
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)  # Ctrl-C reaches the runner, which stops children
+                                    start_new_session=True,  # Ctrl-C reaches the runner, which stops children
+                                    preexec_fn=_default_sigint)
         self.children[name] = Child(manifest, proc, log, time.monotonic())
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -153,6 +155,13 @@ def _runtime_env(manifest: dict[str, Any]) -> dict[str, str]:
     text = manifest["spec"].get("runtimeEnvYAML")
     env = ((yaml.safe_load(text) or {}).get("env_vars") or {}) if text else {}
     return {str(k): str(v) for k, v in env.items()}
+
+
+def _default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default. A shell runs background jobs with SIGINT
+    ignored and children inherit that, so :func:`stop`'s clean SIGINT would not reach the job's
+    Ray driver and every stop would wait out the grace period for SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop(children: list[Child], grace_s: float = STOP_GRACE_S) -> None:
@@ -352,6 +361,9 @@ def load(path: str) -> api.ScalingStudy:
 
 def run(path: str, opts: Options, display: Any) -> int:
     """Run (or resume) the study to the end. 0 succeeded, 1 a cell failed, 130 interrupted."""
+    # SIGINT stops the study cleanly even when the shell started us with it ignored (`... &`).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     study = load(path)
     previous = read_status(study.spec)
     with contextlib.ExitStack() as stack:

@@ -53,13 +53,6 @@ def fingerprint(manifest_hash: str, params: PrepParams) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def center_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Crop the longer side to ``size`` around the centre (the shorter side already is ``size``)."""
-    h, w = img.shape[:2]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return img[top:top + size, left:left + size]
-
-
 def _load_mask(uri: str, size: int, endpoint: str | None) -> bytes:
     """A mask file cropped and resized exactly like its image (:func:`dicom.resize_square`)."""
     from PIL import Image

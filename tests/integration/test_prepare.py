@@ -118,6 +118,31 @@ def test_ranks_are_disjoint_deterministic_and_reshuffled_per_epoch(prepared):
     assert batch.images.max() > 30000, "images use the uint16 range"
 
 
+def test_shards_hold_each_rows_own_image_and_mask(prepared, corpus):
+    """Every stored row is its manifest row's file decoded and resized directly, and its mask the
+    mask file cropped and resized alike; rows written after skipped ones included."""
+    from PIL import Image
+
+    out, man, report = prepared
+    ds = PreparedDataset(f"file://{out}", labels=phantom.LABELS, masks=("catheter_mask",))
+    batches = [*ds.iter_batches(report.pool, batch_size=16), *(ds.eval_split(s) for s in ("train", "val", "test"))]
+    seen, with_mask = 0, 0
+    for batch in batches:
+        for row, image, mask in zip(batch.row_ids, batch.images, batch.masks["catheter_mask"], strict=True):
+            entry = man.frame.iloc[int(row)]
+            want = dicom.to_uint16(dicom.resize_square(dicom.load(f"file://{corpus}/{entry['image']}").image, 64))
+            np.testing.assert_array_equal(image, want)
+            if isinstance(entry["catheter_mask"], str) and entry["catheter_mask"]:
+                src = Image.open(corpus / entry["catheter_mask"]).convert("L")
+                small = src.resize((64, 64), Image.Resampling.NEAREST, box=dicom.center_box(*src.size))
+                np.testing.assert_array_equal(mask, np.asarray(small) > 127)
+                with_mask += mask.any()
+            else:
+                assert not mask.any()
+            seen += 1
+    assert seen == report.decoded and with_mask > 0
+
+
 def test_prepare_entrypoint_on_s3(tmp_path, s3_endpoint, monkeypatch):
     """The RayJob entrypoint end to end against an S3 API (moto on loopback) through s3fs."""
     import s3fs

@@ -39,3 +39,13 @@ def test_operator_bench_studies_are_valid_and_distinct_when_asked(tmp_path):
     assert len({tuple(s.spec.sizes) for s in same}) == 1
     assert len({tuple(s.spec.sizes) for s in distinct}) == 3
     assert len({s.spec.encoders[0].optimizer.lr for s in distinct}) == 3
+
+
+def test_prep_bench_executes(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/prep.py", "--images", "24", "--size", "64", "--prep-size", "32",
+                           "--cpus", "1", "--keep", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x pure decode per core" in proc.stdout and "stage workers" in proc.stdout
+    assert "process tree PSS" in proc.stdout and "img/s from shards" in proc.stdout
+    assert (tmp_path / "prep" / "index.json").exists()

@@ -187,7 +187,22 @@ def _display_by_table(raw: np.ndarray, ds: pydicom.Dataset, invert: bool) -> tup
                 k = int(np.floor(pos))
                 bounds.append(kth(k) + (pos - k) * (kth(min(k + 1, int(cdf[-1]) - 1)) - kth(k)))
             lo, hi = bounds
-    return _normalise(table, lo, hi, invert)[index], windowed
+    return _gather(_normalise(table, lo, hi, invert), index), windowed
+
+
+GATHER_ROWS = 32
+
+
+def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` in bands of rows. numpy first converts a whole fancy index to intp; a band's
+    conversion stays in cache (2.7 vs 9.9 ms on a 2k x 2k radiograph). Indexes are in range, and
+    ``mode="wrap"`` is take's cheapest bounds handling."""
+    if index.ndim != 2:
+        return table[index]
+    out = np.empty(index.shape, dtype=table.dtype)
+    for r in range(0, index.shape[0], GATHER_ROWS):
+        np.take(table, index[r:r + GATHER_ROWS], out=out[r:r + GATHER_ROWS], mode="wrap")
+    return out
 
 
 def _display_by_pixel(raw: np.ndarray, ds: pydicom.Dataset, invert: bool) -> tuple[np.ndarray, bool]:
@@ -198,10 +213,12 @@ def _display_by_pixel(raw: np.ndarray, ds: pydicom.Dataset, invert: bool) -> tup
     return _normalise(arr, lo, hi, invert), windowed
 
 
-# Large shrinks (2k -> 224 px) first box-reduce by an integer factor while >= 3x the target remains:
-# Pillow documents the result as indistinguishable from a full-support resample at 3, for a
-# fraction of the cost of a bicubic kernel 9 source pixels wide.
-REDUCING_GAP = 3.0
+# Large shrinks first box-reduce by an integer factor while >= 1.5x the target remains, then
+# resample the rest with the antialiased bicubic. On RG1 (1841 -> 518 px) this takes 8.4 instead of
+# 15 ms against a full-support resample, differing by 0.04% of the range on average (max 0.7%, at
+# edges): below one 8-bit grey level. (Pillow's "indistinguishable" gap of 3 does not reduce at all
+# for a 3.6x shrink.)
+REDUCING_GAP = 1.5
 
 
 def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:

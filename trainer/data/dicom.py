@@ -108,8 +108,12 @@ def to_display(ds: pydicom.Dataset) -> Decoded:
         raw = ds.pixel_array
     except Exception as exc:
         raise DicomSkip(SkipReason.DECODE_ERROR, f"pixels: {type(exc).__name__}: {str(exc)[:120]}") from exc
-    display = _display_by_table if _tabulable(raw) else _display_by_pixel
-    img, windowed = display(raw, ds, photometric == "MONOCHROME1")
+    invert = photometric == "MONOCHROME1"
+    extremes = (int(raw.min()), int(raw.max())) if raw.dtype.kind in "iu" and raw.size else None
+    if extremes is not None and extremes[1] - min(0, extremes[0]) < MAX_TABLE:
+        img, windowed = _display_by_table(raw, extremes, ds, invert)
+    else:
+        img, windowed = _display_by_pixel(raw, ds, invert)
     return Decoded(
         image=img,
         photometric=photometric,
@@ -122,10 +126,6 @@ def to_display(ds: pydicom.Dataset) -> Decoded:
 ROBUST_PERCENTILES = (0.5, 99.5)
 MAX_TABLE = 1 << 16  # distinct stored values a lookup table may cover (16-bit data)
 SUBSAMPLE_ABOVE = 1 << 20  # pixels above which the robust range is estimated from a quarter of them
-
-
-def _tabulable(raw: np.ndarray) -> bool:
-    return raw.dtype.kind in "iu" and raw.size > 0 and int(raw.max()) - min(0, int(raw.min())) < MAX_TABLE
 
 
 def _voi(arr: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, bool]:
@@ -152,19 +152,21 @@ def _normalise(values: np.ndarray, lo: float, hi: float, invert: bool) -> np.nda
     return out
 
 
-def _display_by_table(raw: np.ndarray, ds: pydicom.Dataset, invert: bool) -> tuple[np.ndarray, bool]:
+def _display_by_table(raw: np.ndarray, extremes: tuple[int, int], ds: pydicom.Dataset,
+                      invert: bool) -> tuple[np.ndarray, bool]:
     """Stored values are integers spanning at most 16 bits, so every per-pixel step (modality LUT,
     VOI LUT or window, normalisation) runs once per possible value on a lookup table, with
     pydicom's own functions, and the image is one gather through it. Applied per pixel, pydicom's
     float64 windowing took 40-75 ms on a 2k x 2k radiograph whose raw decode takes 4-10 ms."""
-    base = min(0, int(raw.min()))  # unsigned data index the table directly, without a subtraction
-    values = np.arange(base, int(raw.max()) + 1, dtype=raw.dtype)
+    low, high = extremes  # raw.min(), raw.max(): each a pass over the image, done once
+    base = min(0, low)  # unsigned data index the table directly, without a subtraction
+    values = np.arange(base, high + 1, dtype=raw.dtype)
     index = raw if base == 0 else raw.astype(np.int32) - base
     table, windowed = _voi(apply_modality_lut(values, ds), ds)
     table = np.asarray(table, dtype=np.float64)
     steps = np.diff(table)
     if windowed and (np.all(steps >= 0) or np.all(steps <= 0)):  # monotonic: extremes at the extreme values
-        ends = table[[int(raw.min()) - base, -1]]
+        ends = table[[low - base, -1]]
         lo, hi = float(ends.min()), float(ends.max())
     else:
         # a histogram of the values; on a radiograph (> 1 Mpx) of every 2nd pixel in each
@@ -172,7 +174,7 @@ def _display_by_table(raw: np.ndarray, ds: pydicom.Dataset, invert: bool) -> tup
         sample = index[::2, ::2] if index.ndim == 2 and index.size > SUBSAMPLE_ABOVE else index
         counts = np.bincount(sample.ravel(), minlength=len(values))
         if windowed:
-            present = np.concatenate([table[counts > 0], table[[int(raw.min()) - base, -1]]])
+            present = np.concatenate([table[counts > 0], table[[low - base, -1]]])
             lo, hi = float(present.min()), float(present.max())
         else:  # np.percentile's linear interpolation, over the sorted values of the histogram
             order = np.argsort(table, kind="stable")

@@ -32,6 +32,31 @@ class Batch:
     masks: dict[str, np.ndarray]  # name -> (B, S, S) uint8
 
 
+def _stack(column: pa.ChunkedArray, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A binary column of fixed-shape arrays as one (rows, *shape) array; an empty value (a row
+    without a mask) becomes zeros. Copied from the column's data buffer, not row by row."""
+    out = np.zeros((len(column), *shape), dtype=dtype)
+    as_bytes = out.reshape(len(out), int(np.prod(shape))).view(np.uint8)
+    width = as_bytes.shape[1]
+    row = 0
+    for chunk in column.chunks:
+        _, offsets, data = chunk.buffers()
+        kind = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        ends = np.frombuffer(offsets, dtype=kind)[chunk.offset:chunk.offset + len(chunk) + 1] if len(chunk) else []
+        lengths = np.diff(ends)
+        if np.any((lengths != 0) & (lengths != width)):
+            raise ValueError(f"a stored value is not a {shape} {np.dtype(dtype).name} array: shards and index disagree")
+        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        dest = as_bytes[row:row + len(chunk)]
+        if len(chunk) and np.all(lengths == width):  # the common case: one contiguous copy
+            dest[:] = raw[ends[0]:ends[-1]].reshape(len(chunk), width)
+        else:
+            for i in np.flatnonzero(lengths):
+                dest[i] = raw[ends[i]:ends[i + 1]]
+        row += len(chunk)
+    return out
+
+
 class PreparedDataset:
     def __init__(self, prepared_uri: str, labels: tuple[str, ...] = (), masks: tuple[str, ...] = (),
                  endpoint: str | None = None):
@@ -75,13 +100,11 @@ class PreparedDataset:
     def _batch(self, table: pa.Table, rows: np.ndarray) -> Batch:
         t = table.take(pa.array(rows, type=pa.int64()))
         s = self.size
-        images = np.stack([np.frombuffer(b, dtype=np.uint16).reshape(s, s) for b in t.column("pixels").to_pylist()]) \
-            if t.num_rows else np.zeros((0, s, s), np.uint16)
+        images = _stack(t.column("pixels"), (s, s), np.uint16)
         labels = np.stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in self.labels],
                           axis=1) if self.labels else np.zeros((t.num_rows, 0), np.float32)
         reports = t.column("report").to_pylist() if "report" in t.column_names else [""] * t.num_rows
-        masks = {m: np.stack([np.frombuffer(b, dtype=np.uint8).reshape(s, s) if b else np.zeros((s, s), np.uint8)
-                              for b in t.column(m).to_pylist()]) for m in self.masks}
+        masks = {m: _stack(t.column(m), (s, s), np.uint8) for m in self.masks}
         return Batch(images, labels, reports, t.column("row_id").to_numpy(), masks)
 
     def iter_batches(self, size: int, *, batch_size: int, rank: int = 0, world_size: int = 1, epoch: int = 0,

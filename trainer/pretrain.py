@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -147,7 +148,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 if client is not None and rank == 0:
                     client.log_batch(config["run_id"], metrics=jobs.mlflow_metrics(metrics, step))
             if step % every == 0 or step == steps:
-                _report(metrics, rank, model, optimizer, objective, position)
+                _report(metrics, rank, model, optimizer, objective, position,
+                        f"{cell.namespace}-{cell.study}-{cell.cell}")
             if step >= steps:
                 break
         else:
@@ -162,7 +164,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def _report(metrics: dict[str, Any], rank: int, model: Any, optimizer: Any, objective: Any,
-            position: dict[str, int]) -> None:
+            position: dict[str, int], cell_key: str) -> None:
     import ray.train
     import torch
 
@@ -174,9 +176,17 @@ def _report(metrics: dict[str, Any], rank: int, model: Any, optimizer: Any, obje
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    with tempfile.TemporaryDirectory() as d:
-        torch.save(state, Path(d) / "state.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    # One scratch folder per cell, emptied before each use: when a worker group is torn down
+    # mid-report (another rank failed), a TemporaryDirectory's cleanup never runs, and every such
+    # failure left a full checkpoint (170 MB in the tests) in /tmp. Ray copies it to storage.
+    scratch = Path(tempfile.gettempdir()) / f"radscale-checkpoint-{cell_key}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        torch.save(state, scratch / "state.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(scratch)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _null:

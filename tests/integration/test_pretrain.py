@@ -3,6 +3,8 @@ metrics in a real MLflow server, and resumption after a worker failure and after
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from radscale.cells import CellResult, CellSpec
@@ -123,6 +125,10 @@ def test_a_new_job_resumes_where_the_failed_one_checkpointed(study, tmp_path):
     code, summary, err = run_job(cell, tmp_path, **chaos)  # a new RayJob for the same cell
     assert code == 0, err[-3000:]
     assert summary["pretrain"]["steps"] == STEPS and summary["resumedFrom"] == 8
+    # the checkpoint scratch of a torn-down worker group is the cell's own, emptied by its next report
+    import tempfile
+
+    assert not list(Path(tempfile.gettempdir()).glob(f"radscale-checkpoint-*-{cell.cell}"))
 
 
 def with_strategy(cell: CellSpec, strategy: str, output: str) -> CellSpec:

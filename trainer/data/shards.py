@@ -36,7 +36,7 @@ from radscale.trainer.data.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-PREP_FORMAT = 1
+PREP_FORMAT = 2  # 2: large_binary pixel columns, 2x box pre-reduction before the bicubic
 SHARD_ROWS = 256
 INDEX = "index.json"
 

@@ -35,12 +35,17 @@ from pathlib import Path
 import psutil
 
 
+def process_tree() -> list[psutil.Process]:
+    """This process and its descendants (Ray's processes and workers)."""
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
 def tree_memory() -> tuple[int, int]:
     """(PSS, RSS) summed over this process and its descendants. PSS charges each shared page
     (Ray's object store, shared libraries) once across the tree; the RSS sum counts it per process."""
-    me = psutil.Process()
     pss = rss = 0
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in process_tree():
         with contextlib.suppress(psutil.Error):
             info = proc.memory_full_info()
             pss, rss = pss + info.pss, rss + info.rss
@@ -50,13 +55,13 @@ def tree_memory() -> tuple[int, int]:
 def cpu_by_process() -> dict[str, float]:
     """CPU seconds so far of this process and its descendants, summed by kind (driver, Ray worker,
     or the process's name: raylet, gcs_server, Ray Data's actors...)."""
-    me = psutil.Process()
+    tree = process_tree()
     out: dict[str, float] = {}
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in tree:
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
             title = proc.cmdline()[0] if proc.cmdline() else proc.name()
-            kind = "driver" if proc.pid == me.pid else "stage workers" if title == "ray::IDLE" else \
+            kind = "driver" if proc.pid == tree[0].pid else "stage workers" if title == "ray::IDLE" else \
                 title.removeprefix("ray::").rsplit("/", 1)[-1]
             out[kind] = out.get(kind, 0.0) + times.user + times.system
     return out

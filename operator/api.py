@@ -389,6 +389,20 @@ class EvaluationSpec(Model):
         return names_unique(v, "task")
 
 
+class AnalysisSpec(Model):
+    """How the curves become scaling laws and crossovers (see docs/method.md)."""
+
+    fit: Literal["varpro", "huber"] = Field(
+        "varpro", description="varpro: least squares by variable projection (exact for fixed b). huber: Huber "
+        "loss on log residuals, robust to an outlying cell (Chinchilla's approach 3).")
+    min_r2: float = Field(
+        0.5, ge=0.0, le=1.0, description="A law with a lower R² (or its exponent at a bound) is reported as "
+        "'no law fitted', with the reason, instead of as numbers.")
+    max_extrapolation: float = Field(
+        10.0, ge=1.0, le=1000.0, description="A crossover beyond the largest size is reported as extrapolated "
+        "(and flagged) only up to this factor times the largest size; beyond it, notReached.")
+
+
 class TrackingSpec(Model):
     """MLflow tracking."""
 
@@ -419,6 +433,10 @@ class ScalingStudySpec(Model):
         )
     )
     compute_budget: ComputeBudget = Field(..., description="Steps and global batch, identical for every size.")
+    replicates: int = Field(
+        1, ge=1, le=16, description="Seeds per cell (encoder x size, baselines too). Replicates share the split "
+        "and the nested subsets; each has its own init of new parameters, augmentation, data order and "
+        "evaluation heads. With 2 or more, the fits' intervals include run-to-run variation.")
     encoders: Annotated[list[EncoderSpec], Field(min_length=1, max_length=16)] = Field(
         ...,
         description="Encoders to continually pretrain.",
@@ -435,6 +453,7 @@ class ScalingStudySpec(Model):
         min_length=1,
     )
     evaluation: EvaluationSpec = Field(..., description="Evaluation tasks, sweep and baselines.")
+    analysis: AnalysisSpec = sub(AnalysisSpec, "Scaling-law fits and crossovers.")
     max_concurrent_cells: int = Field(4, ge=1, le=256, description="Cap on RayJobs running at once.")
     retries: int = Field(2, ge=0, le=10, description="Retries per failed stage; each resumes from its checkpoint.")
     output: str = Field(
@@ -535,6 +554,7 @@ class CellStatus(StatusModel):
     name: str
     encoder: str
     size: int = Field(..., ge=0)
+    replicate: int = Field(0, ge=0, description="Replicate (seed index) of this encoder x size.")
     stage: Stage
     state: CellState
     attempts: int = Field(0, ge=0)
@@ -552,21 +572,55 @@ class Interval(StatusModel):
     high: float | None = Field(None, description="Upper bound; null means unbounded (e.g. never crosses).")
 
 
+class CrossoverOutcome(enum.StrEnum):
+    MEASURED = "measured"  # between two measured sizes
+    BELOW_SMALLEST = "belowSmallest"  # already beats the baseline at the smallest size: "<= N_min"
+    EXTRAPOLATED = "extrapolated"  # beyond the largest size, within analysis.maxExtrapolation: flagged
+    NOT_REACHED = "notReached"  # not within maxExtrapolation x the largest size
+    NO_BASELINE = "noBaseline"  # no baseline cell to beat
+
+
+class Crossover(StatusModel):
+    """Where this encoder's curve beats its own baseline (its init weights, evaluated as size 0)."""
+
+    outcome: CrossoverOutcome
+    size: float | None = Field(
+        None, description="measured/extrapolated: the size; belowSmallest: the smallest size (read '<='); "
+        "otherwise null. Never below the smallest measured size.")
+    ci95: Interval | None = Field(
+        None, description="Percentile interval over the bootstrap draws (belowSmallest draws count as the "
+        "smallest size, notReached ones as unbounded); null without draws.")
+    share: dict[str, float] = Field(default_factory=dict, description="Share of bootstrap draws per outcome.")
+    extrapolated: bool = Field(False, description="The size lies beyond the largest measured size.")
+
+
 class FitStatus(StatusModel):
     """err(N) = a * N^(-b) + c for one encoder x task x metric (err = 1 - score for scores)."""
 
     encoder: str
     task: str
     metric: str
-    a: float
-    b: float
-    c: float
+    fitted: bool = Field(True, description="False: no law fitted (lackOfFit says why); a, b, c are then null.")
+    lack_of_fit: str | None = Field(None, description="Why no law is reported (exponent at a bound, low R²).")
+    method: str = Field("varpro", description="Fit method: varpro or huber.")
+    a: float | None = None
+    b: float | None = None
+    c: float | None = None
     ci95: dict[str, Interval] = Field(default_factory=dict, description="Bootstrap 95% CI of a, b, c.")
     r2: float
-    crossover_size: float | None = Field(
-        None, description="Smallest N where the fit beats this encoder's baseline; null if never."
-    )
-    crossover_ci95: Interval | None = None
+    replicates: int = Field(1, ge=0, description="Fewest replicates at any size of the curve.")
+    draws: int = Field(0, ge=0, description="Bootstrap draws behind the intervals.")
+    crossover: Crossover = Field(default_factory=lambda: Crossover(outcome=CrossoverOutcome.NO_BASELINE))
+
+
+class BestEncoder(StatusModel):
+    """The best encoder of one task: lowest error at the largest size every encoder has."""
+
+    task: str
+    metric: str
+    size: int
+    encoder: str | None = Field(None, description="Null when the best is tied with another (CIs overlap).")
+    tied: list[str] = Field(default_factory=list, description="Encoders whose 95% CIs overlap the best's.")
 
 
 class ArtifactsStatus(StatusModel):
@@ -592,7 +646,8 @@ class ScalingStudyStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     cells: CellCounts = Field(default_factory=CellCounts)
     progress: str = Field("0/0", description="Cells succeeded / total (printer column).")
-    best: str | None = Field(None, description="Encoder with the best headline metric at the largest size.")
+    best: str | None = Field(None, description="The encoder best on the most tasks (untied), or 'tie'.")
+    best_per_task: list[BestEncoder] = Field(default_factory=list, description="Best encoder per task.")
     cell_status: list[CellStatus] = Field(default_factory=list)
     results: Curves = Field(default_factory=dict)
     fits: list[FitStatus] = Field(default_factory=list)

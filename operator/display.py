@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from radscale.cells import CellResult
-from radscale.operator import api, reconcile
+from radscale.operator import api, reconcile, results
 from radscale.operator.local import LocalCluster, _tail, progress_of
 
 
@@ -124,15 +124,32 @@ def tables(study: api.ScalingStudy, status: api.ScalingStudyStatus) -> list[Tabl
                 res.add_row(f"{task} ({metric})", enc, *(_fmt(at[n]) if n in at else "-" for n in sizes))
     out.append(res)
     if status.fits:
-        fit = Table(title="fitted laws: error(N) = a * N^-b + c  (error = 1 - metric)")
-        for col in ("task", "metric", "encoder", "a", "b", "c", "R²", "beats baseline at N"):
+        fit = Table(title="fitted laws: error(N) = a * N^-b + c  (error = 1 - metric) [95% CI]")
+        for col in ("task", "metric", "encoder", "a", "b", "c", "R²", "reps", "beats baseline at N"):
             fit.add_column(col, justify="left" if col in ("task", "metric", "encoder") else "right")
         for f in status.fits:
-            cross = "never" if f.crossover_size is None else \
-                f"{f.crossover_size:,.0f}" if f.crossover_size >= 1 else "< 1"
-            fit.add_row(f.task, f.metric, f.encoder, f"{f.a:.3g}", f"{f.b:.3f}", f"{f.c:.3f}", f"{f.r2:.2f}", cross)
+            cells = [_param(f, "a", "{:.3g}"), _param(f, "b", "{:.3f}"), _param(f, "c", "{:.3f}")] if f.fitted \
+                else [Text(f"no law fitted: {f.lack_of_fit}", style="yellow"), "", ""]
+            fit.add_row(f.task, f.metric, f.encoder, *cells, f"{f.r2:.2f}", str(f.replicates),
+                        results.crossover_text(f.crossover))
         out.append(fit)
+    if status.best_per_task:
+        best = Table(title="best encoder per task (lowest error at the largest size all encoders have)")
+        for col in ("task", "metric", "size", "best"):
+            best.add_column(col)
+        for b in status.best_per_task:
+            best.add_row(b.task, b.metric, f"{b.size:,}", b.encoder or f"tie: {', '.join(b.tied)} (CIs overlap)")
+        out.append(best)
     return out
+
+
+def _param(f: api.FitStatus, name: str, fmt: str) -> str:
+    value, ci = getattr(f, name), f.ci95.get(name)
+    text = fmt.format(value)
+    if ci is not None:
+        hi = "inf" if ci.high is None else fmt.format(ci.high)
+        text += f" [{fmt.format(ci.low)}, {hi}]"
+    return text
 
 
 def make(console_file: Any = None) -> Display:

@@ -46,6 +46,12 @@ def size_label(n: int) -> str:
     return str(n)
 
 
+def cell_name(study: str, encoder: str, size: int, replicate: int = 0) -> str:
+    """``<study>-<encoder>-<size>``, with ``-r<k>`` for replicate k > 0: replicate 0 keeps the name a
+    single-seed study always had, so raising ``replicates`` adds cells and re-runs none."""
+    return dns_name(study, encoder, size_label(size), f"r{replicate}" if replicate else "", limit=CELL_NAME_MAX)
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One point of the grid. Size 0 is the baseline: the encoder's init, evaluated only."""
@@ -54,6 +60,7 @@ class Cell:
     encoder: str
     size: int
     stages: tuple[Stage, ...]
+    replicate: int = 0
 
     @property
     def baseline(self) -> bool:
@@ -95,12 +102,11 @@ def plan(study: ScalingStudy) -> Plan:
     name = study.metadata.name
     cells: list[Cell] = []
     for enc in spec.encoders:
-        if spec.evaluation.baselines:
-            cells.append(Cell(dns_name(name, enc.name, BASELINE, limit=CELL_NAME_MAX), enc.name, 0,
-                              (Stage.EVALUATE,)))
-        for n in spec.sizes:
-            cells.append(Cell(dns_name(name, enc.name, size_label(n), limit=CELL_NAME_MAX), enc.name, n,
-                              (Stage.PRETRAIN, Stage.EVALUATE)))
+        for r in range(spec.replicates):
+            if spec.evaluation.baselines:
+                cells.append(Cell(cell_name(name, enc.name, 0, r), enc.name, 0, (Stage.EVALUATE,), r))
+            for n in spec.sizes:
+                cells.append(Cell(cell_name(name, enc.name, n, r), enc.name, n, (Stage.PRETRAIN, Stage.EVALUATE), r))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):  # only if hashing collided, which sha256 makes moot
         raise ValueError(f"cell names collide: {names}")
@@ -141,9 +147,10 @@ def cell_spec(study: ScalingStudy, p: Plan, cell: Cell | None, stage: Stage, att
     enc = next(e for e in spec.encoders if e.name == cell.encoder)
     output = join_uri(spec.output, cell.name)
     if stage is Stage.PRETRAIN:
-        return CellSpec(cell=cell.name, encoder=enc, size=cell.size, output=output, weights=enc.init,
-                        resources=spec.resources.pretrain, **common)
+        return CellSpec(cell=cell.name, encoder=enc, size=cell.size, replicate=cell.replicate, output=output,
+                        weights=enc.init, resources=spec.resources.pretrain, **common)
     weights = enc.init if cell.baseline else join_uri(output, ENCODER_FILE)
-    return CellSpec(cell=cell.name, encoder=enc, size=cell.size, output=output, weights=weights,
+    return CellSpec(cell=cell.name, encoder=enc, size=cell.size, replicate=cell.replicate, output=output,
+                    weights=weights,
                     tasks=spec.evaluation.tasks, sweep=spec.evaluation.sweep,
                     resources=spec.resources.evaluate, **common)

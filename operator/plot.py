@@ -1,5 +1,6 @@
 """The scaling-curve figure: one panel per task, one line per encoder over data size (log x),
-95% CIs shaded, each encoder's baseline (its init, size 0) dashed, fitted power laws overlaid.
+95% CIs shaded, each encoder's baseline (its init, size 0) dashed, fitted power laws overlaid
+(or "no law fitted" and why), the crossover with the baseline marked with its CI.
 
 Reads only the status (``results`` and ``fits``), so a PNG can be drawn for any study, running or
 done, local or on a cluster. matplotlib is imported here only (Agg backend, no display needed).
@@ -12,12 +13,26 @@ import math
 
 import numpy as np
 
-from radscale.operator import api, fits
+from radscale.operator import api, fits, results
 
 
 def _law(fit: api.FitStatus, metric: str, sizes: np.ndarray) -> np.ndarray:
     err = fit.a * sizes ** (-fit.b) + fit.c
     return fits.from_error(metric, err)
+
+
+def _mark_crossover(ax, fit: api.FitStatus, colour: str, base_value: float, enc: str) -> None:
+    """A vertical line at the crossover with its CI shaded; '≤' at the smallest size, flagged when
+    extrapolated, nothing drawn when it is not reached."""
+    c = fit.crossover
+    if c.size is None:
+        ax.plot([], [], " ", label=f"{enc} beats baseline: {results.crossover_text(c)}")
+        return
+    if c.ci95 is not None:
+        hi = c.ci95.high if c.ci95.high is not None else ax.get_xlim()[1]
+        ax.axvspan(c.ci95.low, hi, color=colour, alpha=0.07, lw=0)
+    ax.axvline(c.size, color=colour, ls="-." if c.extrapolated else "-", lw=0.9, alpha=0.7,
+               label=f"{enc} beats baseline: {results.crossover_text(c)}")
 
 
 def render_png(status: api.ScalingStudyStatus, title: str) -> bytes:
@@ -46,10 +61,14 @@ def render_png(status: api.ScalingStudyStatus, title: str) -> bytes:
             if base:
                 ax.axhline(base[0][1], color=colour, ls="--", lw=1.2, label=f"{enc} baseline (init)")
             fit = fit_of.get((task, metric, enc))
-            if fit is not None and len(grid):
+            if fit is not None and fit.fitted and len(grid):
                 xs = np.geomspace(grid[:, 0].min(), grid[:, 0].max(), 100)
                 ax.plot(xs, _law(fit, metric, xs), ":", color=colour, lw=1.4,
                         label=f"{enc} fit: {fit.a:.3g}·N^-{fit.b:.2f}+{fit.c:.3f} (R² {fit.r2:.2f})")
+            elif fit is not None and len(grid):
+                ax.plot([], [], " ", label=f"{enc}: no law fitted ({fit.lack_of_fit})")
+            if fit is not None and base:
+                _mark_crossover(ax, fit, colour, base[0][1], enc)
         ax.set_xscale("log")
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
         ax.xaxis.set_major_formatter(plain)

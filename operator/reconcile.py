@@ -218,7 +218,8 @@ class _Run:
         merged = []
         for c in self.plan.cells:
             merged.append(known.get(c.name) or api.CellStatus(
-                name=c.name, encoder=c.encoder, size=c.size, stage=c.stages[0], state=CellState.PENDING))
+                name=c.name, encoder=c.encoder, size=c.size, replicate=c.replicate, stage=c.stages[0],
+                state=CellState.PENDING))
         for name, cs in known.items():  # removed from the spec: stop what runs, keep what finished
             if name not in cells:
                 if cs.state is CellState.RUNNING and cs.ray_job:
@@ -295,7 +296,8 @@ class _Run:
             running=states.count(CellState.RUNNING),
             pending=sum(x in (CellState.PENDING, CellState.RETRYING, CellState.SUSPENDED) for x in states))
         s.progress = f"{s.cells.succeeded}/{s.cells.total}"
-        s.results, s.fits, s.best = results.summarise(self.spec, s.cell_status, self.obs.results)
+        s.results, s.fits, s.best_per_task = results.summarise(self.spec, s.cell_status, self.obs.results)
+        s.best = results.best_overall(s.best_per_task)
         prep_failed = s.prepare is not None and s.prepare.state is CellState.FAILED
         done = prep_failed or (bool(states) and all(x.terminal for x in states))
         failed = prep_failed or s.cells.failed > 0

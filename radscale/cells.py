@@ -15,6 +15,7 @@ Nothing else crosses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Literal
@@ -43,6 +44,8 @@ ENTRYPOINT_MODULES = {
 RESULT_FILE = "result.json"
 CHECKPOINT_DIR = "checkpoints"
 ENCODER_FILE = "encoder.safetensors"
+TEST_DRAWS = 1000  # shared test-set bootstrap draws per cell and aggregate metric
+EXAMPLES_DIR = "examples"  # <cell>/examples/<task>.parquet: per-example scores and predictions
 PROGRESS_MARKER = "radscale-progress"  # a job's stdout line: the marker, then {"done": i, "total": n, ...}
 
 
@@ -81,6 +84,13 @@ def storage_options(uri: str, endpoint: str | None = None,
     return opts
 
 
+def run_seed(seed: int, replicate: int) -> int:
+    if replicate == 0:
+        return seed
+    digest = hashlib.sha256(f"radscale-replicate:{seed}:{replicate}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 class CellSpec(_Wire):
     """Everything one stage of one cell needs. Written by the planner; read by the job."""
 
@@ -93,6 +103,8 @@ class CellSpec(_Wire):
     encoder: EncoderSpec | None = Field(None, description="Unset for the prepare stage.")
     size: int = Field(0, ge=0, description="Nested-subset size; 0 for a baseline (init weights, no pretraining).")
     seed: int = Field(0, ge=0, description="Seed of the patient split and of the one pool order.")
+    replicate: int = Field(0, ge=0, description="Replicate of this (encoder, size): its run seed differs, its "
+                           "split and subset do not.")
     dataset: DatasetSpec
     prep_size: int = Field(..., ge=1, description="Shorter side images are prepared at.")
     shards: str = Field(..., description="URI of the prepared shards for this dataset fingerprint.")
@@ -111,6 +123,13 @@ class CellSpec(_Wire):
     @property
     def baseline(self) -> bool:
         return self.size == 0
+
+    @property
+    def run_seed(self) -> int:
+        """Seed of what varies between replicates: new parameters' init, augmentation, data order,
+        evaluation heads and the sweep's searcher. Replicate 0 keeps the split seed itself; the split,
+        the nested subsets and the test-set resamples use :attr:`seed` and never change."""
+        return run_seed(self.seed, self.replicate)
 
     @property
     def result_uri(self) -> str:
@@ -151,8 +170,11 @@ class PrepareResult(_Wire):
 
 class PretrainResult(_Wire):
     steps: int = Field(..., ge=0)
-    epochs: float = Field(..., ge=0, description="Passes over the subset (constant compute: more for small N).")
-    images_seen: int = Field(..., ge=0)
+    epochs: float = Field(..., ge=0, description="True passes over the size-N subset: samples drawn / N "
+                          "(constant compute: more for small N).")
+    images_seen: int = Field(..., ge=0, description="Samples drawn: steps x global batch.")
+    distinct_images: int | None = Field(None, ge=0, description="Distinct subset images that reached a step; "
+                                        "min(N, samples drawn) when every epoch is a full pass.")
     final_loss: float | None = None
     wall_seconds: float = Field(0.0, ge=0)
     encoder: str = Field(..., description="URI of the pretrained image tower.")
@@ -168,6 +190,12 @@ class TaskResult(_Wire):
     metric: str = Field(..., description="Headline metric of the task.")
     metrics: dict[str, MetricValue] = Field(..., description="Every metric the task reports, on the test split.")
     best_config: dict[str, Any] = Field(default_factory=dict, description="Sweep config of the best trial.")
+    draws: dict[str, list[float | None]] = Field(
+        default_factory=dict,
+        description="Aggregate metric -> its value in each of TEST_DRAWS resamples of the test patients. Draw i "
+        "resamples the same patients in every cell of the study (the split seed fixes them), so the operator's fit "
+        "bootstrap can apply one test-set resample to every cell at once. None: undefined in that draw.")
+    examples: str | None = Field(None, description="URI of the per-example scores and predictions (Parquet).")
 
     @property
     def headline(self) -> MetricValue:

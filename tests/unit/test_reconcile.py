@@ -6,10 +6,11 @@ import datetime as dt
 import json
 import random
 
+import numpy as np
 import pytest
 
 from radscale.cells import CellResult, MetricValue, TaskResult
-from radscale.operator import api, reconcile, validation
+from radscale.operator import api, reconcile, results, validation
 from radscale.operator.reconcile import CreateJob, DeleteJob, Observed
 from tests.conftest import EXAMPLES, edit, load_yaml
 
@@ -185,25 +186,32 @@ def test_conditions_move_their_transition_time_only_when_they_flip():
 # ---- whole studies, simulated ----------------------------------------------------------------------
 
 
+# One shared test set: resample i moves every cell's score alike (plus a little of each cell's own).
+TEST_SHIFT = np.random.default_rng(99).normal(0, 0.01, 200)
+
+
 def fake_result(study, cs, rng) -> CellResult:
-    """What the trainer would write: scores that improve with size, with CIs."""
+    """What the trainer would write: scores that improve with size, with CIs and shared test draws."""
     tasks = {}
     for t in study.spec.evaluation.tasks:
         err = (2.0 * max(cs.size, 50) ** -0.35 + 0.05) * (1.2 if cs.size == 0 else 1.0) + rng.uniform(-0.005, 0.005)
         metric = t.headline_metric
+        own = np.random.default_rng([cs.size, cs.replicate, len(t.name)]).normal(0, 0.002, len(TEST_SHIFT))
+        draws = (1 - err + TEST_SHIFT + own).round(6).tolist()
         tasks[t.name] = TaskResult(metric=metric, metrics={metric: MetricValue(value=1 - err, ci_low=1 - err - 0.02,
-                                                                               ci_high=1 - err + 0.02)})
+                                                                               ci_high=1 - err + 0.02)},
+                                   draws={metric: draws})
     return CellResult(study=study.metadata.name, cell=cs.name, encoder=cs.encoder, size=cs.size, evaluate=tasks)
 
 
 def simulate(doc, fail_rate=0.0, seed=0, steps=400):
     """Drive the core like the operator would, with a KubeRay that finishes jobs after a while."""
     rng = random.Random(seed)
-    jobs, created, results = {}, [], {}
+    jobs, created, written = {}, [], {}
     status, now = None, T0
     for _ in range(steps):
         study = study_of(doc, status)
-        out = reconcile.reconcile(study, Observed(jobs=dict(jobs), prepared=False, results=dict(results)), now, CFG)
+        out = reconcile.reconcile(study, Observed(jobs=dict(jobs), prepared=False, results=dict(written)), now, CFG)
         status = out.status
         running = sum(1 for j in jobs.values() if j["status"].get("jobDeploymentStatus") == "Running")
         assert running <= study.spec.max_concurrent_cells
@@ -228,7 +236,7 @@ def simulate(doc, fail_rate=0.0, seed=0, steps=400):
                 labels = j["metadata"]["labels"]
                 if labels["radscale.io/stage"] == "evaluate":
                     cs = cell(status, labels["radscale.io/cell"])
-                    results[cs.name] = fake_result(study, cs, rng)
+                    written[cs.name] = fake_result(study, cs, rng)
         now += dt.timedelta(minutes=10)
         if status.phase in (api.Phase.SUCCEEDED, api.Phase.FAILED):
             break
@@ -245,8 +253,26 @@ def test_a_whole_study_runs_to_succeeded_with_curves_and_fits():
     assert [p[0] for p in pts] == [0, 100, 200, 400, 800]
     assert {(f.encoder, f.task) for f in status.fits} >= {("dino", "findings"), ("unicl", "report-gen")}
     f = next(f for f in status.fits if f.encoder == "dino" and f.task == "findings")
-    assert 0.2 < f.b < 0.5 and f.crossover_size is not None and f.ci95["b"].low < f.b < f.ci95["b"].high
-    assert status.best in ("dino", "unicl")
+    assert f.fitted and f.lack_of_fit is None and f.replicates == 1
+    assert 0.2 < f.b < 0.5 and f.ci95["b"].low < f.b < f.ci95["b"].high
+    # the baseline (err x 1.2 of size 50) is beaten by size 100 already: "<= 100", never a number below it
+    assert f.crossover.outcome == api.CrossoverOutcome.BELOW_SMALLEST and f.crossover.size == 100
+    assert f.crossover.ci95 is not None and f.crossover.ci95.low >= 100
+    assert status.best in ("dino", "unicl", "tie")
+    assert {b.task for b in status.best_per_task} == set(status.results)
+
+
+def test_replicates_add_cells_with_deterministic_names_and_one_point_per_size():
+    status, created = simulate(local(**{"spec.replicates": 2}))
+    assert status.phase == api.Phase.SUCCEEDED and status.progress == "20/20"
+    names = {c.name for c in status.cell_status}
+    assert "cxr-local-dino-100" in names and "cxr-local-dino-100-r1" in names and "cxr-local-dino-base-r1" in names
+    assert {c.replicate for c in status.cell_status} == {0, 1}
+    assert len(created) == len(set(created)) == 1 + 2 * 2 * (1 + 4 * 2)
+    pts = status.results["findings"]["auroc"]["dino"]
+    assert [p[0] for p in pts] == [0, 100, 200, 400, 800], "one point per size: the replicates' mean"
+    f = next(f for f in status.fits if f.encoder == "dino" and f.task == "findings")
+    assert f.replicates == 2 and f.draws == results.N_BOOT
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -281,16 +307,21 @@ def test_status_stays_bounded_for_a_big_grid():
 
 
 def test_unchanged_curves_are_not_refitted(monkeypatch):
-    from radscale.operator import fits, results
+    from radscale.operator import fits
 
-    results._fit.cache_clear()
+    results._analyse.cache_clear()
     calls = []
-    real = fits.fit_power_law
-    monkeypatch.setattr(fits, "fit_power_law", lambda *a, **k: calls.append(1) or real(*a, **k))
-    curve = {"findings": {"auroc": {"dino": [[100.0, 0.7, 0.68, 0.72], [200.0, 0.75, 0.73, 0.77],
-                                            [400.0, 0.78, 0.76, 0.8]]}}}
-    first = results.fit_curves(curve)
-    again = results.fit_curves(json.loads(json.dumps(curve)))
-    assert len(first) == 1 and first == again and len(calls) == 1
-    curve["findings"]["auroc"]["dino"].append([800.0, 0.8, 0.78, 0.82])
-    assert len(results.fit_curves(curve)) == 1 and len(calls) == 2
+    real = fits.fit_curve
+    monkeypatch.setattr(fits, "fit_curve", lambda *a, **k: calls.append(1) or real(*a, **k))
+    study = study_of(local(**{"spec.evaluation.tasks": [{"name": "findings", "kind": "classification",
+                                                        "labels": ["nodule"]}]}), None)
+    rng = random.Random(0)
+    cells = [api.CellStatus(name=f"c{n}", encoder="dino", size=n, stage="evaluate", state="Succeeded")
+             for n in (100, 200, 400)]
+    res = {c.name: fake_result(study, c, rng) for c in cells}
+    first = results.analyse(study.spec, cells, res)
+    again = results.analyse(study.spec, cells, {k: CellResult.model_validate_json(v.to_json()) for k, v in res.items()})
+    assert len(first[1]) == 1 and first == again and len(calls) == 1
+    cells.append(api.CellStatus(name="c800", encoder="dino", size=800, stage="evaluate", state="Succeeded"))
+    res["c800"] = fake_result(study, cells[-1], rng)
+    assert len(results.analyse(study.spec, cells, res)[1]) == 1 and len(calls) == 2

@@ -3,17 +3,21 @@
 CELL is the cell spec (inline JSON, or a path/URL of it) that the operator or the local runner
 writes. The job runs ``computeBudget.steps`` optimizer steps at ``globalBatchSize`` over the
 cell's nested subset (constant compute: small subsets see more epochs), on
-``resources.pretrain.workers`` Ray Train workers (DDP; bf16 autocast on GPU, fp32 on CPU).
+``resources.pretrain.workers`` Ray Train workers (DDP; bf16 autocast on GPU, fp32 on CPU). Step k
+trains on samples [k*B, (k+1)*B) of the loader's stream, whose epochs are true passes over the
+subset. The run seed (``cell.run_seed``) drives initialisation, augmentation and data order; the
+split and subset, fixed across replicates, come from the prepared shards.
 
 Checkpoints go to ``<output>/<cell>/checkpoints/`` through fsspec (local or S3) every
 ``checkpointEvery`` steps. A failed worker is restarted by Ray Train from the latest checkpoint
 (``RADSCALE_MAX_WORKER_FAILURES``, 3); a new job for the same cell (a retry RayJob, a resumed
-study) finds the same run in storage and resumes from it too. The data position is part of the
-checkpoint, so the run ends at exactly the step budget and repeats at most the steps since the
-last checkpoint.
+study) finds the same run in storage and resumes from it too. The data position (the stream
+offset, steps done x B) is part of the checkpoint, so a resumed run continues the same order
+mid-epoch, ends at exactly the step budget and repeats at most the steps since the last checkpoint.
 
 Outputs: ``encoder.safetensors`` (the image tower; the teacher's for dino) and ``result.json``
-with the pretrain stage. Metrics (loss, LR, images/s, GPU memory) go to MLflow (one run per cell
+with the pretrain stage (steps, samples drawn, true epochs, distinct images measured from the
+stream's row ids). Metrics (loss, LR, images/s, GPU memory) go to MLflow (one run per cell
 under the study's experiment, resumed by tag) and through ``ray.train.report``.
 
 Exit codes: 0 done, 2 bad input (named), 1 training failed.
@@ -53,7 +57,7 @@ def check(cell: CellSpec) -> dict[str, Any]:
         raise CellError(f"size: {cell.size} exceeds the prepared pool of {pool} images; lower spec.sizes")
     if cell.size < cell.budget.global_batch_size:
         raise CellError(f"size: {cell.size} is smaller than computeBudget.globalBatchSize "
-                        f"({cell.budget.global_batch_size}); no full batch can be drawn")
+                        f"({cell.budget.global_batch_size}); a batch would hold the same image twice")
     if cell.encoder.paradigm in ("clip", "unicl") and not cell.dataset.columns.report:
         raise CellError(f"encoder.paradigm: {cell.encoder.paradigm} needs reports; set dataset.columns.report "
                         "or use paradigm dino")
@@ -78,7 +82,7 @@ def train_loop(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.manual_seed(cell.seed)
+    torch.manual_seed(cell.run_seed)  # new parameters' init and augmentation vary by replicate
     opts = storage_options(cell.output, cell.dataset.endpoint)
     labels = tuple(cell.dataset.columns.labels)
     model, objective = paradigms.build(cell, labels, opts)
@@ -87,7 +91,7 @@ def train_loop(config: dict[str, Any]) -> None:
     objective.to(device)
     opt_spec = cell.encoder.optimizer
     optimizer = optim.build(model, parallel.unwrap(model).encoder.model, opt_spec)  # after wrap: FSDP replaces params
-    position = {"step": 0, "epoch": 0, "batch": 0}
+    position = {"step": 0}
     resumed_from = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -104,59 +108,48 @@ def train_loop(config: dict[str, Any]) -> None:
     data = PreparedDataset(cell.shards, labels=labels, endpoint=cell.dataset.endpoint)
     steps, every = cell.budget.steps, cell.budget.checkpoint_every
     per_worker = cell.budget.global_batch_size // world
-    step, epoch, skip = position["step"], position["epoch"], position["batch"]
+    gbs = per_worker * world
+    step = position["step"]  # the stream offset is step x gbs at any world size: the same order on resume
     chaos = config.get("chaos") or {}
     client = jobs.mlflow_client(config.get("tracking_uri")) if config.get("run_id") else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     window_start, window_images, last_loss = time.perf_counter(), 0, float("nan")
 
-    while step < steps:
-        for i, batch in enumerate(data.iter_batches(cell.size, batch_size=per_worker, rank=rank, world_size=world,
-                                                    epoch=epoch, seed=cell.seed)):
-            if i < skip:
-                continue
-            if len(batch.row_ids) < per_worker:
-                break  # drop the last partial batch: every step has the same global batch
-            if chaos.get("step") == step + 1 and rank == world - 1 and not Path(chaos["marker"]).exists():
-                Path(chaos["marker"]).touch()
-                raise RuntimeError(f"chaos: injected worker failure at step {step + 1}")
-            lr, wd = optim.schedule(optimizer, step, opt_spec, steps)
-            with autocast:
-                loss, extra = objective.loss(model, batch, step, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if opt_spec.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), opt_spec.clip_grad)
-            optimizer.step()
-            extra.update(objective.after_step(model, step))
-            step += 1
-            last_loss = float(loss.detach())
-            if not np.isfinite(last_loss):
-                raise FloatingPointError(f"loss is {last_loss} at step {step}; lower encoders[].optimizer.lr")
-            window_images += cell.budget.global_batch_size
-            position = {"step": step, "epoch": epoch, "batch": i + 1}
-            metrics = {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr, "weight_decay": wd,
-                       "resumed_from": resumed_from, **extra}
-            if rank == 0 and (step % max(1, steps // 100) == 0 or step == steps):
-                jobs.progress(step, steps, loss=round(last_loss, 4))
-            if step % LOG_EVERY == 0 or step % every == 0 or step == steps:
-                elapsed = time.perf_counter() - window_start
-                metrics["images_per_s"] = window_images / max(elapsed, 1e-9)
-                if device.type == "cuda":
-                    metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-                window_start, window_images = time.perf_counter(), 0
-                if client is not None and rank == 0:
-                    client.log_batch(config["run_id"], metrics=jobs.mlflow_metrics(metrics, step))
-            if step % every == 0 or step == steps:
-                _report(metrics, rank, model, optimizer, objective, position,
-                        f"{cell.namespace}-{cell.study}-{cell.cell}")
-            if step >= steps:
-                break
-        else:
-            epoch, skip = epoch + 1, 0
-            continue
-        if step < steps:  # broke out on a partial batch: next epoch
-            epoch, skip = epoch + 1, 0
+    for batch in data.iter_batches(cell.size, batch_size=per_worker, rank=rank, world_size=world, seed=cell.run_seed,
+                                   start=step * gbs, stop=steps * gbs):
+        if chaos.get("step") == step + 1 and rank == world - 1 and not Path(chaos["marker"]).exists():
+            Path(chaos["marker"]).touch()
+            raise RuntimeError(f"chaos: injected worker failure at step {step + 1}")
+        lr, wd = optim.schedule(optimizer, step, opt_spec, steps)
+        with autocast:
+            loss, extra = objective.loss(model, batch, step, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if opt_spec.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), opt_spec.clip_grad)
+        optimizer.step()
+        extra.update(objective.after_step(model, step))
+        step += 1
+        last_loss = float(loss.detach())
+        if not np.isfinite(last_loss):
+            raise FloatingPointError(f"loss is {last_loss} at step {step}; lower encoders[].optimizer.lr")
+        window_images += gbs
+        position = {"step": step, "samples": step * gbs}
+        metrics = {"step": step, "epoch": step * gbs / cell.size, "loss": last_loss, "lr": lr, "weight_decay": wd,
+                   "resumed_from": resumed_from, **extra}
+        if rank == 0 and (step % max(1, steps // 100) == 0 or step == steps):
+            jobs.progress(step, steps, loss=round(last_loss, 4))
+        if step % LOG_EVERY == 0 or step % every == 0 or step == steps:
+            elapsed = time.perf_counter() - window_start
+            metrics["images_per_s"] = window_images / max(elapsed, 1e-9)
+            if device.type == "cuda":
+                metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            window_start, window_images = time.perf_counter(), 0
+            if client is not None and rank == 0:
+                client.log_batch(config["run_id"], metrics=jobs.mlflow_metrics(metrics, step))
+        if step % every == 0 or step == steps:
+            _report(metrics, rank, model, optimizer, objective, position,
+                    f"{cell.namespace}-{cell.study}-{cell.cell}")
 
     tower = parallel.full_state(objective.image_tower(model))  # collective under FSDP
     if rank == 0:
@@ -237,16 +230,23 @@ def run(cell: CellSpec) -> CellResult:
     )
     started = time.perf_counter()
     result = trainer.fit()
+    wall = time.perf_counter() - started
     if result.error is not None:
         raise result.error
     metrics = result.metrics or {}
     last_metrics.clear()
     last_metrics.update(metrics)
-    steps, gbs = cell.budget.steps, cell.budget.global_batch_size
+    from radscale.trainer.data.loader import PreparedDataset
+
+    steps = int(metrics.get("step", cell.budget.steps))
+    samples = steps * cell.budget.global_batch_size
+    # Counted over the row ids the stream gave steps [0, steps) (the row_id column only, no pixels).
+    data = PreparedDataset(cell.shards, endpoint=cell.dataset.endpoint)
+    distinct = data.distinct_rows(cell.size, samples, seed=cell.run_seed)
     out = jobs.read_result(cell)
-    out.pretrain = PretrainResult(steps=int(metrics.get("step", steps)), epochs=steps * gbs / cell.size,
-                                  images_seen=steps * gbs, final_loss=metrics.get("loss"),
-                                  wall_seconds=time.perf_counter() - started, encoder=cell.encoder_uri)
+    out.pretrain = PretrainResult(steps=steps, epochs=samples / cell.size, images_seen=samples,
+                                  distinct_images=distinct, final_loss=metrics.get("loss"),
+                                  wall_seconds=wall, encoder=cell.encoder_uri)
     out.mlflow_run_id = run_id or out.mlflow_run_id
     jobs.write_result(cell, out)
     return out

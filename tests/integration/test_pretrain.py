@@ -92,10 +92,12 @@ def test_pretrain_two_workers_checkpoints_on_s3_and_metrics_in_mlflow(study, enc
     code, summary, err = run_job(cell, tmp_path)
     assert code == 0, err[-3000:]
     assert summary["pretrain"]["steps"] == STEPS and summary["pretrain"]["images_seen"] == STEPS * 8
-    assert summary["pretrain"]["epochs"] == pytest.approx(STEPS * 8 / 64)
+    assert summary["pretrain"]["epochs"] == pytest.approx(STEPS * 8 / 64)  # true passes: 96 samples of 64 rows
+    assert summary["pretrain"]["distinct_images"] == 64  # measured over the stream's row ids
     fs = s3(s3_endpoint)
     stored = CellResult.model_validate_json(fs.cat(cell.result_uri.removeprefix("s3://")))
     assert stored.pretrain.steps == STEPS and stored.mlflow_run_id
+    assert (stored.pretrain.images_seen, stored.pretrain.distinct_images) == (STEPS * 8, 64)
     kept = [e["name"] for e in fs.ls(cell.checkpoint_uri.removeprefix("s3://"), detail=True)
             if e["type"] == "directory"]
     assert len(kept) == 2, kept  # the two latest of 3 checkpoints (steps 4, 8, 12)
@@ -115,6 +117,9 @@ def test_a_worker_failure_resumes_from_the_last_checkpoint(study, tmp_path):
     assert (tmp_path / "failed-once").exists()
     assert summary["pretrain"]["steps"] == STEPS
     assert summary["resumedFrom"] == 4  # Ray Train restarted the workers from the step-4 checkpoint
+    # 96 samples over 32 rows: three whole passes, each row drawn three times, resumption included
+    pre = summary["pretrain"]
+    assert (pre["images_seen"], pre["epochs"], pre["distinct_images"]) == (STEPS * 8, 3.0, 32)
 
 
 def test_a_new_job_resumes_where_the_failed_one_checkpointed(study, tmp_path):
@@ -157,7 +162,7 @@ def test_fsdp_trains_the_same_model_as_ddp(study, encoder, s3_endpoint, tmp_path
 
     from radscale.trainer import paradigms
 
-    torch.manual_seed(base.seed)  # the workers' initialisation, as train_loop seeds it
+    torch.manual_seed(base.run_seed)  # the workers' initialisation, as train_loop seeds it
     model, objective = paradigms.build(base, tuple(base.dataset.columns.labels))
     init = objective.image_tower(model).state_dict()
     assert init.keys() == ddp.keys()

@@ -1,14 +1,19 @@
-"""Stream a prepared subset to training workers: deterministic per rank, seeded shuffle, bounded memory.
+"""Stream a prepared subset to training workers: one deterministic sample stream, bounded memory.
 
 A size-N subset is the first N valid rows of the pool's nested order, read from the prefix of
-shard files that holds them. Each epoch shuffles the file order and, within a window of a few
-files, the rows; rank r of W takes every W-th row of the window, and every rank yields the same
-number of rows (the window's tail that does not divide by W is dropped, as DistributedSampler
-does). The same (seed, epoch) gives the same batches on every run. I/O: reads shards via fsspec.
+shard files that holds them. The training stream is epochs 0, 1, ... concatenated; epoch e is one
+permutation of the N rows, seeded by (seed, e): the file order shuffled, then the rows shuffled
+within each window of a few files (one window's pixels in memory at a time). Global batch k is
+stream samples [k*G, (k+1)*G), and rank r of W reads its contiguous G/W of each, so batches cross
+window, file and epoch boundaries, no rank drops rows, and an epoch's tail runs into the next
+epoch's head. The order comes from the index alone: a stream position (e.g. steps done x G) is
+enough to resume mid-epoch, windows before it are never read, and the row ids of any span can be
+listed from the row_id/skip columns without reading pixels. I/O: reads shards via fsspec.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -30,6 +35,7 @@ class Batch:
     reports: list[str]
     row_ids: np.ndarray
     masks: dict[str, np.ndarray]  # name -> (B, S, S) uint8
+    patients: list[str] = dataclasses.field(default_factory=list)  # hashed patient ids (shards never hold raw ids)
 
 
 def _stack(column: pa.ChunkedArray, shape: tuple[int, ...], dtype: type) -> np.ndarray:
@@ -55,6 +61,59 @@ def _stack(column: pa.ChunkedArray, shape: tuple[int, ...], dtype: type) -> np.n
                 dest[i] = raw[ends[i]:ends[i + 1]]
         row += len(chunk)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Epoch:
+    """One epoch of the stream, from the subset's per-file row counts alone (no I/O)."""
+
+    windows: list[np.ndarray]  # indices into subset_files of each window's files, in read order
+    bounds: np.ndarray  # (windows + 1,): epoch offset of each window's first sample; bounds[-1] == N
+    local: np.ndarray  # (N,): each sample's row in its window (the window's files concatenated)
+    position: np.ndarray  # (N,): each sample's position in the subset's nested order
+
+
+def _epoch(takes: np.ndarray, seed: int, epoch: int, window_files: int) -> _Epoch:
+    rng = np.random.default_rng([seed, epoch])
+    first = np.concatenate([[0], np.cumsum(takes)])
+    order = rng.permutation(len(takes))
+    windows, bounds, local, position = [], [0], [], []
+    for w in range(0, len(order), window_files):
+        files = order[w:w + window_files]
+        base = np.concatenate([np.arange(first[i], first[i] + takes[i]) for i in files])
+        perm = rng.permutation(len(base))  # drawn for every window in turn: a window's order needs its predecessors'
+        windows.append(files)
+        bounds.append(bounds[-1] + len(base))
+        local.append(perm)
+        position.append(base[perm])
+    return _Epoch(windows, np.asarray(bounds), np.concatenate(local), np.concatenate(position))
+
+
+class _Layouts:
+    """Epoch layouts of one (subset, seed), the latest kept: consumers walk the stream forwards."""
+
+    def __init__(self, takes: np.ndarray, seed: int, window_files: int):
+        self.takes, self.seed, self.window_files = takes, seed, window_files
+        self.size = int(takes.sum())
+        self._last: tuple[int, _Epoch] | None = None
+
+    def __call__(self, epoch: int) -> _Epoch:
+        if self._last is None or self._last[0] != epoch:
+            self._last = (epoch, _epoch(self.takes, self.seed, epoch, self.window_files))
+        return self._last[1]
+
+    def spans(self, lo: int, hi: int) -> Iterator[tuple[int, int, int, int]]:
+        """(epoch, window, a, b) pieces of stream samples [lo, hi), a:b epoch offsets within one window."""
+        n = self.size
+        for e in range(lo // n, (hi - 1) // n + 1):
+            layout = self(e)
+            a, b = max(lo - e * n, 0), min(hi - e * n, n)
+            w = int(np.searchsorted(layout.bounds, a, side="right")) - 1
+            while a < b:
+                end = min(b, int(layout.bounds[w + 1]))
+                if end > a:
+                    yield e, w, a, end
+                a, w = end, w + 1
 
 
 class PreparedDataset:
@@ -105,27 +164,93 @@ class PreparedDataset:
                           axis=1) if self.labels else np.zeros((t.num_rows, 0), np.float32)
         reports = t.column("report").to_pylist() if "report" in t.column_names else [""] * t.num_rows
         masks = {m: _stack(t.column(m), (s, s), np.uint8) for m in self.masks}
-        return Batch(images, labels, reports, t.column("row_id").to_numpy(), masks)
+        patients = t.column("patient").to_pylist() if "patient" in t.column_names else [""] * t.num_rows
+        return Batch(images, labels, reports, t.column("row_id").to_numpy(), masks, patients)
 
-    def iter_batches(self, size: int, *, batch_size: int, rank: int = 0, world_size: int = 1, epoch: int = 0,
-                     seed: int = 0, window_files: int = 4) -> Iterator[Batch]:
-        """This rank's batches of one epoch over the size-N subset."""
+    def _takes(self, size: int) -> tuple[list[tuple[str, int]], np.ndarray]:
+        if size < 1:
+            raise ValueError(f"a stream needs a subset of at least one image, got size {size}")
+        files = self.subset_files(size)
+        return files, np.array([take for _, take in files], dtype=np.int64)
+
+    def _window(self, files: list[tuple[str, int]], window: np.ndarray) -> pa.Table:
+        return pa.concat_tables([self._read("pool", files[i][0]).slice(0, files[i][1])
+                                 for i in window if files[i][1]])
+
+    def iter_batches(self, size: int, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                     start: int = 0, stop: int | None = None, epoch: int = 0, window_files: int = 4) -> Iterator[Batch]:
+        """This rank's batches of the size-N subset's stream, over stream samples [start, stop).
+
+        Global batch k is samples [k*G, (k+1)*G), G = batch_size * world_size; rank r yields its
+        slice [k*G + r*batch_size, k*G + (r+1)*batch_size) of each, clipped to [start, stop) (so
+        only a clipped batch is short, and a rank whose slice is empty yields nothing for it).
+        ``stop`` defaults to one epoch after ``start``; ``epoch`` moves both by epoch*N, so
+        ``epoch=e`` alone is epoch e. Training passes start=steps done x G and stop=steps x G.
+        """
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
-        rng = np.random.default_rng([seed, epoch])
-        files = self.subset_files(size)
-        order = rng.permutation(len(files))
-        for w in range(0, len(order), window_files):
-            tables = []
-            for i in order[w:w + window_files]:
-                path, take = files[i]
-                tables.append(self._read("pool", path).slice(0, take))
-            table = pa.concat_tables(tables)
-            perm = rng.permutation(table.num_rows)
-            perm = perm[: len(perm) // world_size * world_size]
-            mine = perm[rank::world_size]
-            for b in range(0, len(mine), batch_size):
-                yield self._batch(table, mine[b:b + batch_size])
+        if batch_size < 1 or start < 0:
+            raise ValueError(f"need batch_size >= 1 and start >= 0, got {batch_size} and {start}")
+        files, takes = self._takes(size)
+        layouts = _Layouts(takes, seed, window_files)
+        start += epoch * layouts.size
+        stop = start + layouts.size if stop is None else stop
+        g = batch_size * world_size
+        key, table = None, None  # the one window in memory; the stream only moves forwards
+        for k in range(start // g, -(-stop // g)):
+            lo, hi = max(start, k * g + rank * batch_size), min(stop, k * g + (rank + 1) * batch_size)
+            if lo >= hi:
+                continue
+            parts = []
+            for e, w, a, b in layouts.spans(lo, hi):
+                if key != (e, w):
+                    if parts and parts[-1][0] is table:  # keep only this batch's rows of the window we leave
+                        t, rows = parts[-1]
+                        parts[-1] = (t.take(pa.array(rows, type=pa.int64())), np.arange(len(rows)))
+                    key, table = (e, w), None  # drop the old window before reading the next
+                    table = self._window(files, layouts(e).windows[w])
+                parts.append((table, layouts(e).local[a:b]))
+            if len(parts) == 1:
+                yield self._batch(*parts[0])
+            else:
+                joined = pa.concat_tables([t.take(pa.array(rows, type=pa.int64())) for t, rows in parts])
+                yield self._batch(joined, np.arange(joined.num_rows))
+
+    def _subset_ids(self, files: list[tuple[str, int]]) -> np.ndarray:
+        """Row id at each subset position, from the row_id/skip columns only (no pixels)."""
+        def ids(entry: tuple[str, int]) -> np.ndarray:
+            path, take = entry
+            with self._fs.open(f"{self._root}/pool/{path}", "rb") as fh:
+                table = pq.read_table(fh, columns=["row_id", "skip"])
+            table = table.filter(pc.equal(table.column("skip"), ""))  # the same rows as _read keeps
+            return table.column("row_id").to_numpy()[:take]
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:  # object stores: latency-bound, one file each
+            return np.concatenate([np.zeros(0, np.int64), *pool.map(ids, files)])
+
+    def stream_row_ids(self, size: int, *, seed: int = 0, start: int = 0, stop: int | None = None,
+                       window_files: int = 4) -> np.ndarray:
+        """Row ids of stream samples [start, stop) (all ranks, in stream order), as
+        :meth:`iter_batches` yields them; ``stop`` defaults to one epoch after ``start``."""
+        files, takes = self._takes(size)
+        layouts = _Layouts(takes, seed, window_files)
+        stop = start + layouts.size if stop is None else stop
+        ids = self._subset_ids(files)
+        pieces = [ids[layouts(e).position[a:b]] for e, _, a, b in layouts.spans(start, stop)] if stop > start else []
+        return np.concatenate([np.zeros(0, np.int64), *pieces])
+
+    def distinct_rows(self, size: int, samples: int, *, seed: int = 0, window_files: int = 4) -> int:
+        """Distinct row ids among stream samples [0, samples): what a run of ``samples`` drew. One
+        epoch at a time (memory O(N), not O(samples)), from the row_id/skip columns only."""
+        files, takes = self._takes(size)
+        layouts = _Layouts(takes, seed, window_files)
+        n = layouts.size
+        seen = np.zeros(n, dtype=bool)
+        for e in range(-(-samples // n) if samples > 0 else 0):
+            seen[layouts(e).position[: min(n, samples - e * n)]] = True
+            if seen.all():
+                break
+        return int(np.unique(self._subset_ids(files)[seen]).size)
 
     def describe(self) -> dict[str, Any]:
         return {k: self.index[k] for k in ("fingerprint", "images", "decoded", "skipped", "pool", "eval")}

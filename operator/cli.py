@@ -23,7 +23,7 @@ from radscale.operator import api, crd, plan, validation
 def _studies(path: str) -> list[api.ScalingStudy]:
     docs = validation.read_documents(path)
     if not docs:
-        raise validation.SpecError([validation.Problem(".", f"{path} holds no YAML document")])
+        raise validation.SpecError([validation.Problem(".", f"{path}: no ScalingStudy found")])
     return [validation.load_study(d) for d in docs]
 
 
@@ -34,6 +34,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             docs = validation.read_documents(path)
         except (OSError, validation.SpecError) as exc:
             print(f"{path}: {exc}", file=sys.stderr) if isinstance(exc, OSError) else print(exc)
+            bad += 1
+            continue
+        if not docs:  # empty, only comments, or only '---': nothing was validated, so nothing is valid
+            print(f"{path}: no ScalingStudy found", file=sys.stderr)
             bad += 1
             continue
         for i, doc in enumerate(docs):
@@ -62,6 +66,7 @@ def _plan_rows(study: api.ScalingStudy) -> tuple[plan.Plan, list[dict[str, objec
             "cell": c.name,
             "encoder": c.encoder,
             "size": c.size,
+            "replicate": c.replicate,
             "stages": [s.value for s in c.stages],
             "rayJobs": [plan.job_name(c.name, s) for s in c.stages],
         })
@@ -115,12 +120,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         console = Console(width=None if sys.stdout.isatty() else 200)
         table = Table(title=f"{p.study}: {len(rows)} cells, prepare {p.prepare_name} (shards {p.fingerprint})")
-        for col in ("cell", "encoder", "size", "epochs", "RayJobs (in order)"):
-            table.add_column(col, justify="right" if col in ("size", "epochs") else "left", no_wrap=True)
+        for col in ("cell", "encoder", "size", "replicate", "epochs", "RayJobs (in order)"):
+            table.add_column(col, justify="right" if col in ("size", "replicate", "epochs") else "left", no_wrap=True)
         for r in rows:
             size = int(r["size"])  # type: ignore[call-overload]
             epochs = f"{images / size:.1f}" if size else "-"
-            table.add_row(str(r["cell"]), str(r["encoder"]), f"{size:,}" if size else "0 (baseline)", epochs,
+            table.add_row(str(r["cell"]), str(r["encoder"]), f"{size:,}" if size else "0 (baseline)",
+                          str(r["replicate"]), epochs,
                           " -> ".join(r["rayJobs"]))  # type: ignore[arg-type]
         console.print(table)
         console.print(f"constant compute: {budget.steps:,} steps x {budget.global_batch_size:,} = "
@@ -148,7 +154,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                   dashboard=not args.no_dashboard), view)
     except (OSError, validation.SpecError, local.RunError) as exc:
         view.stop()
-        print(f"radscale run: {exc}", file=sys.stderr)
+        if isinstance(exc, validation.SpecError):  # name the file, then each field
+            print(f"radscale run: {args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+            for p in exc.problems:
+                print(f"  {p}", file=sys.stderr)
+        else:
+            print(f"radscale run: {exc}", file=sys.stderr)
         return 2
     finally:
         view.stop()

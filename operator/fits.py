@@ -22,7 +22,8 @@ replicate, run-to-run variation is invisible and the intervals cover only the te
 Fits (:func:`fit_many`): ``varpro`` is least squares by variable projection (for fixed b the
 model is linear in a and c: closed-form non-negative LS, then a grid and Brent over b);
 ``huber`` minimises a Huber loss on log residuals (Chinchilla's approach 3) by iteratively
-reweighted variable projection, the b grid serving as the multiple starts.
+reweighted variable projection: the first pass's global b grid serves as the multiple starts,
+each reweighting then searches a window around its exponent.
 
 Lack of fit: an exponent at its bound, a flat law (a = 0) or R² below ``min_r2`` is "no law
 fitted" with the reason; the crossover then interpolates the measured points and never
@@ -146,6 +147,7 @@ def resample(points: Sequence[Replicates], n_boot: int, rng: np.random.Generator
 
 B_COARSE = np.linspace(0.0, B_MAX, 201)[1:]  # step 0.025, then a local grid of step 0.00125
 B_LOCAL = np.linspace(-1.0, 1.0, 41) * (B_COARSE[1] - B_COARSE[0])
+B_WINDOW = np.linspace(-0.25, 0.25, 21)  # IRLS steps move b little once the global grid has placed it
 
 
 def _model(x: np.ndarray, amp: float, b: float, c: float) -> np.ndarray:
@@ -180,7 +182,8 @@ def _profile(x: np.ndarray, ys: np.ndarray, bs: np.ndarray,
     c_b = np.broadcast_to(np.maximum(sy / n, 0.0), spy.shape)  # boundary amp = 0
     zero = np.zeros_like(spy)
     feasible = (amp_i >= 0) & (c_i >= 0) & np.isfinite(amp_i)
-    e_i = np.where(feasible, sse(amp_i, c_i), np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):  # infeasible entries are discarded below
+        e_i = np.where(feasible, sse(amp_i, c_i), np.inf)
     e_c0, e_a0 = sse(amp_b, zero), sse(zero, c_b)
     best = np.argmin(np.stack([e_i, e_c0, e_a0]), axis=0)
     amp = np.choose(best, [np.where(feasible, amp_i, 0.0), amp_b, zero])
@@ -196,8 +199,12 @@ def _best(x: np.ndarray, ys: np.ndarray, bs: np.ndarray, w: np.ndarray | None) -
     return np.stack([amp[rows, j], b, c[rows, j]], axis=1)
 
 
-def _grid_fit(x: np.ndarray, ys: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    coarse = _best(x, ys, B_COARSE[None, :], w)
+def _grid_fit(x: np.ndarray, ys: np.ndarray, w: np.ndarray | None, around: np.ndarray | None = None) -> np.ndarray:
+    """Coarse grid over all of (0, B_MAX] (or a window of +-0.25 around ``around``), then a fine one."""
+    if around is None:
+        coarse = _best(x, ys, B_COARSE[None, :], w)
+    else:
+        coarse = _best(x, ys, np.clip(around[:, None] + B_WINDOW[None, :], B_MIN, B_MAX), w)
     local = np.clip(coarse[:, 1:2] + B_LOCAL[None, :], B_MIN, B_MAX)
     return _best(x, ys, local, w)
 
@@ -223,7 +230,7 @@ def fit_many(x: np.ndarray, ys: np.ndarray, method: str = "varpro", chunk: int =
         params = _grid_fit(x, part, None)
         if method == "huber":
             for _ in range(HUBER_ITERATIONS):
-                params = _grid_fit(x, part, _huber_weights(x, part, params))
+                params = _grid_fit(x, part, _huber_weights(x, part, params), around=params[:, 1])
         out[lo: lo + chunk] = params
     return out
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from radscale.cells import PROGRESS_MARKER, CellResult, join_uri, storage_options
 from radscale.operator import api, engine, kube, reconcile, validation
+from radscale.operator import tracking as tracking_mod
 
 STATUS_FILE = "status.json"
 RESULTS_FILE = "results.json"
@@ -425,8 +426,9 @@ def _run(study: api.ScalingStudy, previous: api.ScalingStudyStatus | None, store
     results = op.results_of(study, NAMESPACE)
     status.artifacts = api.ArtifactsStatus(results=join_uri(spec.output, RESULTS_FILE),
                                            plot=join_uri(spec.output, PLOT_FILE))
-    status.mlflow = api.MlflowStatus(experiment=spec.tracking.experiment or f"{NAMESPACE}/{study.metadata.name}",
-                                     url=store or tracking)  # the server stops with the run; its store stays
+    experiment = spec.tracking.experiment or f"{NAMESPACE}/{study.metadata.name}"
+    status.mlflow = api.MlflowStatus(experiment=experiment, url=store or tracking)  # the server stops; its store stays
+    tracking_mod.log_study(tracking, experiment, study.metadata.name, status)
     artifacts(study, status, results)
     save(status.model_dump(by_alias=True, exclude_none=True, mode="json"))
     display.finish(study, status, results)

@@ -146,6 +146,10 @@ def test_interrupt_resume_and_rerun(study, s3_endpoint, mlflow_server):
         assert [p[0] for p in points["dino"]] == [0, 16, 32, 64]
     assert {f["task"] for f in status["fits"]} <= set(tasks)
     assert len(status["fits"]) >= 1
+    for f in status["fits"]:  # a claim, not numbers: a law or the reason there is none; no crossover below 16
+        assert f["fitted"] == ("lackOfFit" not in f) and f["fitted"] == ("b" in f)
+        assert f["crossover"]["outcome"] in {"measured", "belowSmallest", "extrapolated", "notReached"}
+        assert f["crossover"].get("size", 16) >= 16
     assert status["artifacts"]["plot"] == "s3://local-study/out/scaling-curves.png"
     results = s3_json(s3_endpoint, "results.json")
     assert sorted(results["cells"]) == sorted(c["name"] for c in status["cellStatus"])
@@ -161,6 +165,11 @@ def test_interrupt_resume_and_rerun(study, s3_endpoint, mlflow_server):
         assert {f"{t}/" for t in tasks} <= {k.split("/")[0] + "/" for k in run.data.metrics}
         trials = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
         assert len(trials) >= len(tasks) * 2 - 1  # numSamples per task (a resumed cell may log a task once)
+    (study_run,) = client.search_runs([exp.experiment_id], "tags.`radscale.kind` = 'study'")
+    for f in status["fits"]:
+        key = f"{f['task']}/{f['encoder']}"
+        assert study_run.data.tags[f"{key}/crossover"] == f["crossover"]["outcome"]
+        assert (f"{key}/b" in study_run.data.metrics) == f["fitted"]
 
     # 3. run again: nothing left to do, nothing launched
     proc = runner(path, tmp, status_out)

@@ -71,6 +71,39 @@ def test_validate_missing_file_and_bad_yaml(tmp_path):
     assert out.returncode == 1 and "not valid YAML at line" in out.stdout
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n", "---\n# c\n---\n"])
+def test_validate_refuses_a_file_with_no_study(tmp_path, text):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    out = run("validate", str(empty))
+    assert out.returncode == 1
+    assert f"{empty}: no ScalingStudy found" in out.stderr
+
+
+def test_validate_checks_every_document_of_a_file(tmp_path):
+    good = load_yaml(EXAMPLES / "study.yaml")
+    bad = edit(good, {"spec.retries": 99})
+    both = tmp_path / "two.yaml"
+    both.write_text(yaml.safe_dump_all([good, bad]))
+    out = run("validate", str(both))
+    assert out.returncode == 1
+    assert f"{both} (document 1): valid" in out.stderr
+    assert f"{both} (document 2): 1 problem(s)" in out.stderr and "spec.retries" in out.stdout
+
+
+def test_replicates_multiply_the_cells_and_keep_the_first_names(tmp_path):
+    one = yaml.safe_load(run("plan", str(EXAMPLES / "study-local.yaml"), "--json").stdout)
+    doc = edit(load_yaml(EXAMPLES / "study-local.yaml"), {"spec.replicates": 3})
+    path = tmp_path / "three.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    three = yaml.safe_load(run("plan", str(path), "--json").stdout)
+    names1 = {c["cell"] for c in one["cells"]}
+    names3 = {c["cell"] for c in three["cells"]}
+    assert {c["replicate"] for c in three["cells"]} == {0, 1, 2}
+    assert names1 < names3 and len(names3) == 3 * len(names1)
+    assert all(n.endswith(("-r1", "-r2")) for n in names3 - names1)
+
+
 def test_crd_prints_the_rendered_crd():
     out = run("crd")
     assert out.returncode == 0
@@ -84,7 +117,7 @@ def test_plan_json_is_machine_readable():
     assert data["study"] == "cxr" and len(data["cells"]) == 12
     assert data["budget"]["images"] == 50000 * 512
     first = data["cells"][1]
-    assert first == {"cell": "cxr-rad-dino-30k", "encoder": "rad-dino", "size": 30000,
+    assert first == {"cell": "cxr-rad-dino-30k", "encoder": "rad-dino", "size": 30000, "replicate": 0,
                      "stages": ["pretrain", "evaluate"], "rayJobs": ["cxr-rad-dino-30k-pt", "cxr-rad-dino-30k-ev"]}
 
 

@@ -12,7 +12,7 @@ from radscale.operator import fits
 
 TRUE = fits.PowerLaw(a=5.0, b=0.35, c=0.08)
 SIZES = np.logspace(3, 7, 8)
-O = fits.CrossoverOutcome
+Outcome = fits.CrossoverOutcome
 
 
 def study(law, sizes, baseline, *, replicates=2, run_sd=0.005, test_sd=0.003, seed=0, draws=400, patients=300):
@@ -38,7 +38,7 @@ def test_recovers_known_parameters_inside_the_ci(seed):
         assert lo <= getattr(TRUE, name) <= hi, (name, lo, hi)
         assert lo <= getattr(f.law, name) <= hi
     true_cross = (TRUE.a / (0.2 - TRUE.c)) ** (1 / TRUE.b)
-    assert f.crossover.outcome is O.MEASURED
+    assert f.crossover.outcome is Outcome.MEASURED
     lo, hi = f.crossover.ci95
     assert lo <= true_cross <= hi
     assert abs(math.log(f.crossover.size / true_cross)) < 0.3
@@ -122,7 +122,7 @@ def test_a_curve_already_better_at_the_smallest_size_reads_below_smallest():
     law = fits.PowerLaw(a=0.5, b=0.5, c=0.1)
     points, base = study(law, sizes, 0.25, seed=10)
     f = fits.fit_curve(sizes, points, base, n_boot=300)
-    assert f.crossover.outcome is O.BELOW_SMALLEST and f.crossover.size == 25
+    assert f.crossover.outcome is Outcome.BELOW_SMALLEST and f.crossover.size == 25
     assert f.crossover.ci95[0] >= 25
 
 
@@ -131,7 +131,7 @@ def test_a_flat_curve_above_its_baseline_everywhere_is_below_smallest_not_never(
     sizes = [25, 50, 100, 200]
     points = [fits.Replicates(0.2 + rng.normal(0, 0.003, 2)) for _ in sizes]  # error 0.2: better than base
     f = fits.fit_curve(sizes, points, fits.Replicates(np.array([0.3, 0.31])), n_boot=200)
-    assert f.crossover.outcome is O.BELOW_SMALLEST and f.crossover.size == 25
+    assert f.crossover.outcome is Outcome.BELOW_SMALLEST and f.crossover.size == 25
     assert f.crossover.share.get("belowSmallest", 0) > 0.95
 
 
@@ -140,17 +140,17 @@ def test_an_extrapolated_crossover_is_flagged_and_bounded_by_the_users_factor():
     law = fits.PowerLaw(a=5.0, b=0.35, c=0.08)
     base = float(law(3e4))  # crossed at 30k: 3.75x the largest size
     f = fits.fit_power_law(sizes, law(sizes), baseline=fits.Replicates(np.array([base])))
-    assert f.crossover.outcome is O.EXTRAPOLATED and f.crossover.extrapolated
+    assert f.crossover.outcome is Outcome.EXTRAPOLATED and f.crossover.extrapolated
     assert f.crossover.size == pytest.approx(3e4, rel=1e-3)
     g = fits.fit_power_law(sizes, law(sizes), baseline=fits.Replicates(np.array([base])), max_extrapolation=2.0)
-    assert g.crossover.outcome is O.NOT_REACHED and g.crossover.size is None
+    assert g.crossover.outcome is Outcome.NOT_REACHED and g.crossover.size is None
 
 
 def test_no_baseline_and_a_baseline_below_the_floor():
     f = fits.fit_power_law(SIZES, TRUE(SIZES))
-    assert f.crossover.outcome is O.NO_BASELINE
+    assert f.crossover.outcome is Outcome.NO_BASELINE
     g = fits.fit_power_law(SIZES, TRUE(SIZES), baseline=fits.Replicates(np.array([0.05])))  # c = 0.08 > 0.05
-    assert g.crossover.outcome is O.NOT_REACHED
+    assert g.crossover.outcome is Outcome.NOT_REACHED
 
 
 def test_without_a_law_the_crossover_interpolates_and_never_extrapolates():
@@ -158,9 +158,9 @@ def test_without_a_law_the_crossover_interpolates_and_never_extrapolates():
     errs = [0.40, 0.30, 0.33, 0.20]  # not a law (no monotone power law fits well)
     f = fits.fit_power_law(sizes, errs, baseline=fits.Replicates(np.array([0.35])), min_r2=0.99)
     assert not f.fitted
-    assert f.crossover.outcome is O.MEASURED and 100 < f.crossover.size < 200
+    assert f.crossover.outcome is Outcome.MEASURED and 100 < f.crossover.size < 200
     g = fits.fit_power_law(sizes, errs, baseline=fits.Replicates(np.array([0.1])), min_r2=0.99)
-    assert g.crossover.outcome is O.NOT_REACHED
+    assert g.crossover.outcome is Outcome.NOT_REACHED
 
 
 def test_one_replicate_uses_the_residuals_and_three_sizes_only_the_test_set():

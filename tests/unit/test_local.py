@@ -95,24 +95,28 @@ def test_png_has_a_panel_per_task_and_draws_fits():
     status = api.ScalingStudyStatus(
         results={"findings": {"auroc": {"dino": pts, "unicl": [p[:1] + [p[1] - 0.05] * 3 for p in pts]}},
                  "catheter-seg": {"dice": {"dino": pts}}, "report-gen": {"bleu4": {"dino": pts}}},
-        fits=[api.FitStatus(encoder="dino", task="findings", metric="auroc", a=1.0, b=0.3, c=0.1, r2=0.99)])
+        fits=[api.FitStatus(encoder="dino", task="findings", metric="auroc", a=1.0, b=0.3, c=0.1, r2=0.99,
+                            crossover=api.Crossover(outcome="measured", size=150.0,
+                                                    ci95=api.Interval(low=110.0, high=None))),
+              api.FitStatus(encoder="unicl", task="findings", metric="auroc", fitted=False, r2=0.2,
+                            lack_of_fit="R² 0.20 is below 0.5",
+                            crossover=api.Crossover(outcome="belowSmallest", size=100.0))])
     png = plot.render_png(status, "test")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     img = Image.open(io.BytesIO(png))
     assert img.size == (1320, 924)  # 2 x 2 panels at 110 dpi
 
 
-def test_a_bad_study_file_is_named(tmp_path):
+def test_a_bad_study_file_is_named(tmp_path, capsys):
     bad = tmp_path / "study.yaml"
     bad.write_text("apiVersion: radscale.io/v1alpha1\nkind: ScalingStudy\nmetadata: {name: s}\nspec: {sizes: [0]}\n")
     from radscale.operator import cli
 
     code = cli.main(["run", str(bad)])
+    err = capsys.readouterr().err
     assert code == 2
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__]))
+    assert str(bad) in err, err
+    assert "spec.sizes[0]" in err and "spec.dataset" in err, err
 
 
 def test_live_panel_and_final_tables_render(cluster, tmp_path):
@@ -140,6 +144,23 @@ def test_live_panel_and_final_tables_render(cluster, tmp_path):
     assert "s-b" not in text  # only running cells get a row
     cluster.delete_job("local", "s-a-pt")
     study = api.ScalingStudy.model_construct(metadata=api.ObjectMeta(name="s"))
-    console.print(*display.tables(study, status))
-    out = console.export_text()
+    status.fits = [
+        api.FitStatus(encoder="e", task="findings", metric="auroc", a=1.0, b=0.3, c=0.1, r2=0.9,
+                      ci95={"b": api.Interval(low=0.2, high=0.4)}, replicates=2,
+                      crossover=api.Crossover(outcome="belowSmallest", size=10.0,
+                                              ci95=api.Interval(low=10.0, high=40.0))),
+        api.FitStatus(encoder="f", task="findings", metric="auroc", fitted=False, r2=0.31,
+                      lack_of_fit="R² 0.31 is below 0.5", crossover=api.Crossover(outcome="notReached")),
+        api.FitStatus(encoder="g", task="findings", metric="auroc", a=1.0, b=0.3, c=0.1, r2=0.9,
+                      crossover=api.Crossover(outcome="extrapolated", size=900.0))]
+    wide = Console(record=True, width=200, force_terminal=True)
+    wide.print(*display.tables(study, status))
+    out = wide.export_text()
     assert "0.700 [0.650, 0.750]" in out and "baseline" in out
+    assert "≤ 10 (smallest size) [10, 40]" in out and "0.300 [0.200, 0.400]" in out
+    assert "no law fitted: R² 0.31 is below 0.5" in out and "not reached" in out
+    assert "900 EXTRAPOLATED" in out
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))

@@ -1,14 +1,24 @@
-"""The evaluation heads and metrics on synthetic features with a known answer, and the text metrics on
-real OpenI reports (torchxrayvision's wheel; read at test time, never copied)."""
+"""The evaluation heads and metrics on synthetic features with a known answer, the shared test-set
+draws and their determinism, a small seeded sweep, and the text metrics on real OpenI reports
+(torchxrayvision's wheel; read at test time, never copied)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
+from sacrebleu.metrics import BLEU
 from sklearn.metrics import roc_auc_score
 
-from radscale.operator.api import TaskSpec
-from radscale.trainer.evaluate import labeler, probe, report, tasks
+from radscale.cells import TEST_DRAWS
+from radscale.operator.api import SweepSpec, TaskSpec
+from radscale.trainer.evaluate import labeler, probe, report, resample, tasks
 from radscale.trainer.evaluate.features import EvalData, SplitData
 from tests.support import openi
 
@@ -37,7 +47,9 @@ def synthetic(n: int = 240, seed: int = 0) -> EvalData:
         y1[: m // 10] = -1  # uncertain: left out (U-Ignore)
         masks = np.kron(on.reshape(m, *GRID), np.ones((PATCH, PATCH))).astype(np.uint8)
         reports = [TEMPLATES[int(v)] for v in (y0 == 0)]
-        splits[name] = SplitData(cls, patches, np.stack([y0, y1], 1), reports, {"catheter": masks})
+        patients = [f"{name}-{i // 2:04d}" for i in range(m)]  # two images per patient
+        splits[name] = SplitData(cls, patches, np.stack([y0, y1], 1), reports, {"catheter": masks}, patients,
+                                 np.arange(m) + 10_000)
     return EvalData(splits, LABELS, GRID, PATCH, GRID[0] * PATCH)
 
 
@@ -51,23 +63,16 @@ def openi_reports() -> list[str]:
     return [text for text, _ in openi.reports()]
 
 
-def test_bootstrap_auroc_equals_scikit_learn_on_each_resample():
-    rng = np.random.default_rng(3)
-    scores = np.round(rng.random((80, 3)), 1)  # rounded: many ties
-    labels = (rng.random((80, 3)) < 0.4).astype(np.float32)
-    labels[:5, 1] = -1
-    labels[5:9, 2] = np.nan
-    boots = probe.bootstrap_auroc(scores, labels, n_boot=25, seed=7)
-    again = np.random.default_rng(7)
-    for b in range(25):
-        idx = again.integers(0, 80, 80)
-        per = []
-        for j in range(3):
-            ok = probe.known(labels[idx, j])
-            y = labels[idx, j][ok]
-            if 0 < y.sum() < len(y):
-                per.append(roc_auc_score(y, scores[idx, j][ok]))
-        assert boots[b] == pytest.approx(np.mean(per), abs=1e-12)
+def _check_draws(out: tasks.TestOutput, name: str) -> None:
+    """``name``'s draws: TEST_DRAWS of them, and its CI their 2.5/97.5 percentiles."""
+    draws = out.draws[name]
+    assert len(draws) == TEST_DRAWS
+    ok = [v for v in draws if v is not None]
+    low, high = np.percentile(ok, [2.5, 97.5])
+    mv = out.metrics[name]
+    # draws are stored to 6 decimals
+    assert (mv.ci_low, mv.ci_high) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
+    assert mv.ci_low <= mv.value <= mv.ci_high
 
 
 def test_probe_learns_the_labels_and_ignores_uncertain(data):
@@ -75,19 +80,62 @@ def test_probe_learns_the_labels_and_ignores_uncertain(data):
     task = tasks.for_spec(spec, data)
     history = list(task.train({"lr": 1e-2, "epochs": 30}))
     assert history[-1] > 0.93 and history[-1] > history[0]
-    out = task.test(task.model, n_boot=200)
-    assert out["auroc"].value > 0.9
-    assert out["auroc"].ci_low <= out["auroc"].value <= out["auroc"].ci_high
-    assert set(out) >= {"auroc", "auprc", "auroc/effusion", "auroc/cvc"}
+    started = time.perf_counter()
+    out = task.test(task.model)
+    assert time.perf_counter() - started < 10
+    assert out.metrics["auroc"].value > 0.9
+    assert set(out.metrics) >= {"auroc", "auprc", "auroc/effusion", "auroc/cvc"}
+    assert set(out.draws) == {"auroc", "auprc"}  # aggregates only, not the per-label entries
+    _check_draws(out, "auroc")
+    _check_draws(out, "auprc")
+    ex = out.examples
+    assert ex.column_names == ["patient", "row_id", "score/effusion", "label/effusion", "score/cvc", "label/cvc"]
+    assert ex.num_rows == 120 and ex.column("row_id").to_pylist()[:2] == [10_000, 10_001]
+
+
+def test_probe_draws_score_the_resampled_patients(data):
+    task = tasks.for_spec(TaskSpec(name="findings", kind="classification", labels=list(LABELS)), data,
+                          resample_seed=4)
+    out = task.evaluate({"lr": 1e-2, "epochs": 5})
+    scores = np.stack([out.examples.column(f"score/{n}").to_numpy() for n in LABELS], 1)
+    labels = data.splits["test"].labels
+    w = resample.patient_weights(data.splits["test"].patients, 4, TEST_DRAWS)
+    for i in (0, 1, 500, TEST_DRAWS - 1):  # draw i: scikit-learn on the resample's rows, repeated
+        rows = np.repeat(np.arange(len(scores)), w[i])
+        per = [roc_auc_score(labels[rows, j][probe.known(labels[rows, j])],
+                             scores[rows, j][probe.known(labels[rows, j])]) for j in range(len(LABELS))]
+        assert out.draws["auroc"][i] == pytest.approx(np.mean(per), abs=1e-6)
+
+
+def test_same_cell_twice_gives_the_same_scores_and_another_replicate_does_not(data):
+    spec = TaskSpec(name="catheter-seg", kind="segmentation", mask_column="catheter")
+    config = {"lr": 1e-2, "epochs": 3}
+    a, b = (tasks.for_spec(spec, data, seed=11).evaluate(config) for _ in range(2))
+    for name in ("dice", "cldice"):
+        assert a.metrics[name].value == pytest.approx(b.metrics[name].value, abs=1e-6)
+        np.testing.assert_allclose(np.array(a.draws[name], float), np.array(b.draws[name], float), atol=1e-6)
+    other = tasks.for_spec(spec, data, seed=12).evaluate(config)
+    assert abs(other.metrics["dice"].value - a.metrics["dice"].value) > 1e-6
+    # the probe's zero init leaves only the data order to the seed: that alone must move its scores
+    spec = TaskSpec(name="findings", kind="classification", labels=list(LABELS))
+    p1, p2, p3 = (tasks.for_spec(spec, data, seed=s).evaluate({"lr": 1e-2, "epochs": 3}) for s in (11, 11, 12))
+    assert p1.metrics["auroc"].value == pytest.approx(p2.metrics["auroc"].value, abs=1e-6)
+    np.testing.assert_allclose(np.array(p1.draws["auroc"], float), np.array(p2.draws["auroc"], float), atol=1e-6)
+    assert p1.examples.equals(p2.examples)
+    assert abs(p3.metrics["auroc"].value - p1.metrics["auroc"].value) > 1e-6
 
 
 def test_segmentation_head_finds_the_masked_patches(data):
     spec = TaskSpec(name="catheter-seg", kind="segmentation", mask_column="catheter")
     task = tasks.for_spec(spec, data)
-    out = task.evaluate({"lr": 1e-2, "epochs": 20}, n_boot=100)
+    out = task.evaluate({"lr": 1e-2, "epochs": 20})
     # predicting every pixel would score Dice ~0.33 (a fifth of the patches hold catheter)
-    assert out["dice"].value > 0.6 and out["cldice"].value > 0.5
-    assert out["dice"].ci_low <= out["dice"].value <= out["dice"].ci_high
+    assert out.metrics["dice"].value > 0.6 and out.metrics["cldice"].value > 0.5
+    _check_draws(out, "dice")
+    _check_draws(out, "cldice")
+    ex = out.examples
+    assert ex.column_names == ["patient", "row_id", "dice", "cldice"]
+    assert out.metrics["dice"].value == pytest.approx(np.mean(ex.column("dice").to_numpy()))
 
 
 def test_segmentation_rejects_an_unknown_mask_column(data):
@@ -98,9 +146,15 @@ def test_segmentation_rejects_an_unknown_mask_column(data):
 def test_report_decoder_learns_which_template_fits_the_image(data):
     spec = TaskSpec(name="report-gen", kind="report-generation")
     task = tasks.for_spec(spec, data)
-    out = task.evaluate({"lr": 3e-3, "epochs": 60}, n_boot=100)
-    assert out["bleu4"].value > 0.8, out
-    assert out["clinicalF1"].value > 0.9 and out["rougeL"].value > 0.9
+    out = task.evaluate({"lr": 3e-3, "epochs": 60})
+    assert out.metrics["bleu4"].value > 0.8, out.metrics
+    assert out.metrics["clinicalF1"].value > 0.9 and out.metrics["rougeL"].value > 0.9
+    for name in ("bleu4", "rougeL", "clinicalF1"):
+        _check_draws(out, name)
+    ex = out.examples
+    assert ex.column_names == ["patient", "row_id", "generated", "reference", "rougeL"]
+    assert out.metrics["bleu4"].value == pytest.approx(report.bleu4(ex.column("generated").to_pylist(),
+                                                                    ex.column("reference").to_pylist()))
     generated = task.generate(task.model, task.x["test"][:4])
     assert all(g in TEMPLATES for g in generated), generated
     task.beam = 3  # beam search agrees on an easy, well-trained decoder
@@ -119,8 +173,8 @@ def test_tokenizer_keeps_numbers_and_detokenizes():
 
 
 def test_text_metrics_known_values():
-    assert report.bleu4(["the cat sat on the mat"], ["the cat sat on the mat"])[0] == pytest.approx(1.0)
-    assert report.bleu4(["completely different words here"], ["the cat sat on the mat"])[0] == pytest.approx(0.0)
+    assert report.bleu4(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
+    assert report.bleu4(["completely different words here"], ["the cat sat on the mat"]) == pytest.approx(0.0)
     # LCS of "a b c d" and "a c d e" is "a c d": P = R = 3/4
     assert report.rouge_l(["a b c d"], ["a c d e"])[0] == pytest.approx(0.75)
     pos = labeler.positives(["There is a pleural effusion.", "No effusion."], ["pleural_effusion"])
@@ -131,11 +185,10 @@ def test_text_metrics_known_values():
 def test_text_metrics_on_real_openi_reports(openi_reports):
     refs = [r for r in openi_reports if len(r.split()) > 8][:300]
     assert len(refs) == 300
-    same, lo, hi = report.bleu4(refs, refs, n_boot=200)
-    assert same == pytest.approx(1.0)
+    assert report.bleu4(refs, refs) == pytest.approx(1.0)
     shuffled = refs[1:] + refs[:1]
-    other, lo, hi = report.bleu4(shuffled, refs, n_boot=200)
-    assert 0.0 < other < 0.5 and lo <= other <= hi  # real reports share boilerplate, not content
+    other = report.bleu4(shuffled, refs)
+    assert 0.0 < other < 0.5  # real reports share boilerplate, not content
     assert report.rouge_l(refs, refs).mean() == pytest.approx(1.0)
     assert 0.1 < report.rouge_l(shuffled, refs).mean() < 0.6
     # dropping the negations turns "no effusion" into "effusion": clinical F1 must fall
@@ -143,6 +196,25 @@ def test_text_metrics_on_real_openi_reports(openi_reports):
     f_same = labeler.clinical_f1(refs, refs)
     f_flip = labeler.clinical_f1(flipped, refs)
     assert f_same == 1.0 and f_flip < 0.8
+
+
+def test_weighted_text_metrics_equal_sacrebleu_and_the_labeler_on_repeated_reports(openi_reports):
+    refs = [r for r in openi_reports if len(r.split()) > 8][:120]
+    gen = [r.replace("No ", "").replace(" no ", " ") for r in refs[1:] + refs[:1]]
+    stats = report.bleu_stats(gen, refs)
+    sacre = BLEU(lowercase=True)
+    unit = report.bleu4_weighted(stats, np.ones((1, len(gen))))[0]
+    assert unit == pytest.approx(sacre.corpus_score(gen, [refs]).score / 100, abs=1e-12)
+    pg, pr = labeler.positives(gen, labeler.LABELS), labeler.positives(refs, labeler.LABELS)
+    w = np.random.default_rng(0).integers(0, 3, (4, len(gen)))
+    bleu, f1 = report.bleu4_weighted(stats, w), report.clinical_f1_weighted(pg, pr, w)
+    for d in range(len(w)):
+        rows = np.repeat(np.arange(len(gen)), w[d])
+        g, r = [gen[i] for i in rows], [refs[i] for i in rows]
+        assert bleu[d] == pytest.approx(sacre.corpus_score(g, [r]).score / 100, abs=1e-12)
+        assert f1[d] == pytest.approx(labeler.f1(pg[rows], pr[rows]), abs=1e-12)
+    rl = report.rouge_l(gen, refs)
+    assert tasks.weighted_mean(rl, w)[0] == pytest.approx(rl[np.repeat(np.arange(len(gen)), w[0])].mean())
 
 
 @pytest.mark.parametrize("epochs", [1, 2])
@@ -153,3 +225,54 @@ def test_a_short_trial_trains(epochs):
     assert len(list(task.train({"lr": 1e-2, "epochs": epochs}))) == epochs
     f = tasks.warmup_cosine(3)
     assert [round(f(i), 3) for i in range(3)] == [1.0, 1.0, 0.5]
+
+
+# ---- the sweep: one small seeded Ray Tune run -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray (2 CPUs, capped object store, files under a temp folder); an existing one is reused."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay under 107 bytes
+    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
+    os.environ["RAY_TMPDIR"] = str(tmp)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway loopback cluster: no token in ~/.ray
+    ray.init(num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(tmp))
+    yield
+    ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sweep_with_one_seed_gives_the_same_trials_and_returns_the_best_ones_draws(local_ray, tmp_path):
+    from radscale.trainer.evaluate import sweep
+
+    small = synthetic(n=60, seed=1)
+    spec = TaskSpec(name="findings", kind="classification", labels=list(LABELS))
+    sweep_spec = SweepSpec.model_validate({
+        "numSamples": 3, "scheduler": {"type": "fifo"},
+        "searchSpace": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+                        "epochs": {"type": "choice", "values": [1, 2]}}})
+    scratch = tmp_path / "scratch"
+    runs = [sweep.run([spec], small, sweep_spec, seed=5, resample_seed=2, scratch=str(scratch)),
+            sweep.run([spec], small, sweep_spec, seed=5, resample_seed=2)]
+    assert not scratch.exists()  # the trials' test outputs are removed once read
+    configs = [sorted(tuple(sorted(t.config.items())) for t in r["findings"].trials) for r in runs]
+    assert configs[0] == configs[1] and len(configs[0]) == 3 and len(set(configs[0])) == 3
+    a, b = (r["findings"] for r in runs)
+    assert a.result.best_config == b.result.best_config
+    assert len(a.result.draws["auroc"]) == TEST_DRAWS
+    np.testing.assert_allclose(np.array(a.result.draws["auroc"], float), np.array(b.result.draws["auroc"], float),
+                               atol=1e-6)
+    assert a.examples.num_rows == len(small.splits["test"].cls) and "patient" in a.examples.column_names
+    assert "val/auroc" in a.result.metrics and not any("draw" in k for k in a.result.metrics)

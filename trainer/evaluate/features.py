@@ -6,7 +6,8 @@ tokens are kept as float16 in ``<output>/features.safetensors``. Every task and 
 of the cell reads those: the encoder never runs again. The cache is keyed by the weights, the
 encoder spec and the shards' fingerprint, so a re-trained cell or re-prepared dataset recomputes.
 
-Labels, reports and masks come with the features (read from the shards, not cached: cheap).
+Labels, reports, masks, hashed patient ids and row ids come with the features (read from the shards,
+not cached: cheap).
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ class SplitData:
     labels: np.ndarray  # (N, L) float32: 1, 0, -1, NaN (dataset.columns.labels order)
     reports: list[str]
     masks: dict[str, np.ndarray]  # name -> (N, S, S) uint8 at the encoder's image size
+    patients: list[str] = dataclasses.field(default_factory=list)  # hashed patient id per row
+    row_ids: np.ndarray | None = None  # (N,) the shards' row_id
+
+    def patient_ids(self) -> list[str]:
+        """Hashed patient id per row; without any (a hand-built split), each row is its own patient."""
+        if not self.patients:
+            return [f"row-{i}" for i in range(len(self.cls))]
+        if len(self.patients) != len(self.cls):
+            raise ValueError(f"{len(self.patients)} patient ids for {len(self.cls)} rows")
+        return list(self.patients)
+
+    def ids(self) -> np.ndarray:
+        return np.arange(len(self.cls)) if self.row_ids is None else np.asarray(self.row_ids)
 
 
 @dataclasses.dataclass
@@ -127,7 +141,7 @@ def load(cell: CellSpec, device: torch.device | None = None) -> tuple[EvalData, 
             cls, patches, patch = extract(cell, rows.images, device)
             tensors[f"{name}.cls"], tensors[f"{name}.patches"] = cls.astype(np.float16), patches.astype(np.float16)
         masks = {m: _resize_masks(v, cell.encoder.image_size) for m, v in rows.masks.items()}
-        splits[name] = SplitData(cls, patches, rows.labels, rows.reports, masks)
+        splits[name] = SplitData(cls, patches, rows.labels, rows.reports, masks, list(rows.patients), rows.row_ids)
     if cached is None:
         storage.write_bytes(uri, save_safetensors(tensors, metadata={"key": key, "patch": str(patch)}),
                             cell.dataset.endpoint)

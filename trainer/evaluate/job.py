@@ -3,8 +3,13 @@
 Loads the cell's frozen image tower (its ``encoder.safetensors``, or the encoder's init for a
 baseline), extracts features of the probe splits once (cached beside the cell's outputs), and runs
 a Ray Tune sweep per task (one Tuner for the cell). ``result.json`` gains the evaluate stage (per
-task: metric, value, CI, best config); a retried job redoes only the tasks it lacks. MLflow: the
-task metrics go to the cell's run; each trial is a nested run under it.
+task: metric, value, CI, best config, the TEST_DRAWS patient-resample draws of each aggregate
+metric, and the URI of ``examples/<task>.parquet``: the best head's per-example test scores, kept
+out of the metrics); a retried job redoes only the tasks it lacks. MLflow: the task metrics go to
+the cell's run; each trial is a nested run under it.
+
+Seeds: heads, their data order and the searcher use ``cell.run_seed`` (one per replicate); the
+test-set resamples use ``cell.seed`` (the split's), so they are the same in every cell of the study.
 
 Exit codes: 0 done, 2 bad input (named), 1 evaluation failed.
 """
@@ -14,11 +19,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from radscale.cells import CellSpec, TaskResult
+from radscale.cells import EXAMPLES_DIR, CellSpec, TaskResult, join_uri
 from radscale.trainer import jobs
 from radscale.trainer.jobs import CellError
 
 __all__ = ["CellError", "check", "main", "run"]
+SCRATCH = "sweep-scratch"  # under the cell's output: the trials' test outputs, removed after the sweep
 
 
 def check(cell: CellSpec) -> None:
@@ -62,7 +68,8 @@ def _log_trials(client: Any, cell: CellSpec, run_id: str, task: str, outcome: An
 def run(cell: CellSpec) -> dict[str, Any]:
     import torch
 
-    from radscale.trainer.evaluate import features, sweep
+    from radscale.trainer import storage
+    from radscale.trainer.evaluate import features, sweep, tasks
 
     cell = jobs.localise(cell)
     check(cell)
@@ -83,10 +90,14 @@ def run(cell: CellSpec) -> dict[str, Any]:
         sweep_spec = SweepSpec()
     todo = [t for t in cell.tasks if t.name not in result.evaluate]  # others finished in an earlier attempt
     jobs.progress(len(cell.tasks) - len(todo), len(cell.tasks), task=", ".join(t.name for t in todo))
-    outcomes = sweep.run(todo, data, sweep_spec, seed=cell.seed) if todo else {}
+    endpoint = cell.dataset.endpoint
+    outcomes = sweep.run(todo, data, sweep_spec, seed=cell.run_seed, resample_seed=cell.seed,
+                         scratch=join_uri(cell.output, SCRATCH), endpoint=endpoint) if todo else {}
     done = []
     for name, outcome in outcomes.items():
-        result.evaluate[name] = outcome.result
+        uri = join_uri(cell.output, EXAMPLES_DIR, f"{name}.parquet")
+        storage.write_bytes(uri, tasks.parquet_bytes(outcome.examples), endpoint)
+        result.evaluate[name] = outcome.result.model_copy(update={"examples": uri})
         done.append(name)
         if client is not None:
             client.log_batch(run_id, metrics=jobs.mlflow_metrics(

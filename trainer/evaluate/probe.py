@@ -1,4 +1,4 @@
-"""Multi-label linear probe on frozen features, scored by AUROC with a bootstrap 95% CI.
+"""Multi-label linear probe on frozen features, scored by macro AUROC and AUPRC.
 
 Input: the CLS token concatenated with the mean patch token (DINOv2's linear protocol),
 standardised with the training split's statistics.
@@ -6,28 +6,22 @@ standardised with the training split's statistics.
 Label policy (CheXpert's U-Ignore): ``1`` positive, ``0`` negative; ``-1`` (uncertain) and blank
 (NaN) are left out, both from the probe's loss and from the metrics, per label. A label whose
 test rows lack one of the two classes has no AUROC and is left out of the macro average.
+
+Both metrics are computed under row weights (:func:`per_label`), once with unit weights (the test
+split) and once per patient resample of :mod:`resample` (the draws and their percentile CI); with
+integer weights they equal scikit-learn's ``roc_auc_score`` / ``average_precision_score`` with
+``sample_weight``, i.e. on the rows repeated.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
 from radscale.trainer.evaluate import tasks
 from radscale.trainer.evaluate.features import EvalData
-
-
-@dataclasses.dataclass(frozen=True)
-class Scores:
-    per_label: dict[str, float]
-    macro: float
-    ci_low: float
-    ci_high: float
 
 
 def known(labels: np.ndarray) -> np.ndarray:
@@ -74,65 +68,63 @@ def predict(probe: nn.Linear, x: np.ndarray) -> np.ndarray:
         return torch.sigmoid(probe(torch.as_tensor(x, dtype=torch.float32))).numpy()
 
 
-def _macro(scores: np.ndarray, labels: np.ndarray, fn=roc_auc_score) -> tuple[dict[int, float], float]:
-    per: dict[int, float] = {}
-    for j in range(labels.shape[1]):
-        ok = known(labels[:, j])
-        y = labels[ok, j]
-        if y.min(initial=1) == 0 and y.max(initial=0) == 1:
-            per[j] = float(fn(y, scores[ok, j]))
-    return per, float(np.mean(list(per.values()))) if per else float("nan")
+def _tie_groups(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, negative) weight per group of tied scores, groups in ascending score order: each (D, G).
+
+    Sorting once and summing weights per group is what lets every weight row (each resample) reuse
+    one sort: O(D x rows), with no per-resample sorting."""
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], labels[order] == 1
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    total = np.add.reduceat(w, starts, axis=1)
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    return pos, total - pos
 
 
-def bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """Macro AUROC of ``n_boot`` row resamples at once (NaN where no label has both classes).
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Weighted Mann-Whitney statistic, ties counting half: weighted ROC AUC."""
+    below = np.cumsum(neg, axis=1) - neg
+    return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
 
-    A resample is a vector of row counts, so each label's AUROC is the count-weighted Mann-Whitney
-    statistic (ties count half) over its rows sorted once: O(n_boot x rows) with no per-resample
-    sorting, about 100x faster than calling scikit-learn per resample (the test checks the two agree).
-    """
-    n = len(scores)
-    rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(np.float64)
-    per_label = []
+
+def _auprc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Weighted average precision, scikit-learn's definition: sum over thresholds (tied scores are one)
+    of the recall gained times the precision there, thresholds from the highest score down."""
+    tp = pos.sum(1, keepdims=True) - (np.cumsum(pos, axis=1) - pos)  # rows scoring >= each group's score
+    fp = neg.sum(1, keepdims=True) - (np.cumsum(neg, axis=1) - neg)
+    # a threshold with no weight adds no recall; its 0/0 precision is set to 0 and never counts
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    return (pos * precision).sum(1) / pos.sum(1)
+
+
+METRICS = {"auroc": _auroc, "auprc": _auprc}
+
+
+def per_label(metric: str, scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(D, L) ``metric`` (auroc or auprc) of each label under each row weight vector of ``weights`` (D, N).
+
+    U-Ignore: a label's rows with -1 or NaN are left out. NaN where a weight row leaves a label
+    without a positive or a negative."""
+    fn, weights = METRICS[metric], np.asarray(weights, np.float64)
+    out = np.full((len(weights), labels.shape[1]), np.nan)
     for j in range(labels.shape[1]):
         ok = known(labels[:, j])
         if not ok.any():
             continue
-        order = np.argsort(scores[ok, j], kind="stable")
-        s, y, c = scores[ok, j][order], labels[ok, j][order], counts[:, ok][:, order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
-        neg = np.add.reduceat(c * (y == 0), starts, axis=1)
-        pos = np.add.reduceat(c * (y == 1), starts, axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        n_pos, n_neg = pos.sum(1), neg.sum(1)
+        pos, neg = _tie_groups(scores[ok, j], labels[ok, j], weights[:, ok])
+        defined = (pos.sum(1) > 0) & (neg.sum(1) > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_label.append(np.where((n_pos > 0) & (n_neg > 0),
-                                      (pos * (below + 0.5 * neg)).sum(1) / (n_pos * n_neg), np.nan))
-    if not per_label:
-        return np.full(n_boot, np.nan)
-    stacked = np.stack(per_label, 1)
-    valid = ~np.isnan(stacked).all(1)
-    out = np.full(n_boot, np.nan)
-    out[valid] = np.nanmean(stacked[valid], 1)
+            out[defined, j] = fn(pos[defined], neg[defined])
     return out
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray, names: list[str], n_boot: int = 1000, seed: int = 0,
-          fn=roc_auc_score) -> Scores:
-    """Per-label and macro AUROC (or ``fn``: AUPRC); the macro's 95% CI from ``n_boot`` bootstrap
-    resamples of the rows."""
-    per, macro = _macro(scores, labels, fn)
-    if fn is roc_auc_score:
-        boots = bootstrap_auroc(scores, labels, n_boot, seed)
-        boots = boots[~np.isnan(boots)]
-        low, high = np.percentile(boots, [2.5, 97.5]) if len(boots) else (None, None)
-    else:
-        low, high = tasks.bootstrap_ci(lambda idx: _macro(scores[idx], labels[idx], fn)[1], len(scores), n_boot,
-                                       seed)
-    nan = float("nan")
-    return Scores({names[j]: v for j, v in per.items()}, macro, nan if low is None else float(low),
-                  nan if high is None else float(high))
+def macro(values: np.ndarray) -> np.ndarray:
+    """(D,) mean over the labels defined in each row of ``values`` (D, L); NaN where none is."""
+    defined = ~np.isnan(values)
+    n = defined.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(defined, values, 0.0).sum(1) / n, np.nan)
 
 
 class ProbeTask(tasks.Task):
@@ -141,8 +133,8 @@ class ProbeTask(tasks.Task):
     kind = tasks.TaskKind.CLASSIFICATION
     metrics = ("auroc", "auprc")
 
-    def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0):
-        super().__init__(spec, data, seed)
+    def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
+        super().__init__(spec, data, seed, resample_seed)
         names = list(spec.labels)
         feats = {k: np.concatenate([s.cls, s.patches.mean(1)], axis=1) for k, s in data.splits.items()}
         mean, std = tasks.standardiser(feats["train"])
@@ -165,21 +157,21 @@ class ProbeTask(tasks.Task):
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> float:
-        fn = average_precision_score if self.spec.headline_metric == "auprc" else roc_auc_score
-        value = _macro(self._scores(model, "val"), self.y["val"], fn)[1]
-        return value if value == value else 0.5
+        scores, labels = self._scores(model, "val"), self.y["val"]
+        value = macro(per_label(self.spec.headline_metric, scores, labels, np.ones((1, len(scores)))))[0]
+        return float(value) if value == value else 0.5
 
     @torch.no_grad()
-    def test(self, model: nn.Module, n_boot: int = tasks.N_BOOT) -> dict[str, tasks.MetricValue]:
+    def test(self, model: nn.Module, draws: int = tasks.TEST_DRAWS) -> tasks.TestOutput:
         scores, labels = self._scores(model, "test"), self.y["test"]
-        out = {}
-        for name, fn in (("auroc", roc_auc_score), ("auprc", average_precision_score)):
-            # AUPRC has no fast bootstrap: its CI only when it is the headline
-            boots = n_boot if name == "auroc" or self.spec.headline_metric == name else 0
-            s = auroc(scores, labels, self.names, boots, self.seed, fn)
-            if s.macro == s.macro:
-                ci = (s.ci_low, s.ci_high) if boots and s.ci_low == s.ci_low else (None, None)
-                out[name] = tasks.metric(s.macro, ci)
-            for label, v in s.per_label.items():
-                out[f"{name}/{label}"] = tasks.metric(v)
-        return out
+        weights = self.test_weights(draws)
+        values, labelled = {}, {}
+        for name in self.metrics:
+            per = per_label(name, scores, labels, weights)
+            values[name] = macro(per)
+            labelled |= {f"{name}/{label}": float(v) for label, v in zip(self.names, per[0], strict=True) if v == v}
+        columns = {}
+        for j, label in enumerate(self.names):
+            columns[f"score/{label}"] = scores[:, j].astype(np.float32)  # logit
+            columns[f"label/{label}"] = labels[:, j].astype(np.float32)  # 1, 0, -1 or NaN
+        return self.output(values, labelled, self.examples(**columns))

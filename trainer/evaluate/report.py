@@ -4,9 +4,14 @@ The decoder (2 layers, width 128, pre-norm) cross-attends to the CLS and patch t
 learned position per memory token) and is
 trained with teacher forcing on the probe-train reports, over a word-level vocabulary built from
 them (as R2Gen does; numbers such as "4.2" stay one token). Decoding is greedy, or beam search
-with ``beam > 1``. Metrics on the test split: BLEU-4 (sacrebleu, with its bootstrap CI), ROUGE-L
+with ``beam > 1``. Metrics on the test split: BLEU-4 (sacrebleu's corpus BLEU), ROUGE-L
 (rouge-score, mean F-measure) and clinical F1 (micro F1 of the findings and devices that
 :mod:`labeler` finds in the generated and the reference report).
+
+Each is a weighted sum over reports, so every patient resample (:mod:`resample`) is one matrix
+product: BLEU from the weighted sums of sacrebleu's per-sentence sufficient statistics (n-gram
+matches, totals, lengths), ROUGE-L as a weighted mean, clinical F1 from weighted TP and mismatch
+counts. Unit weights give the usual corpus values.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from rouge_score import rouge_scorer
@@ -130,14 +136,39 @@ class ReportDecoder(nn.Module):
         return torch.stack([F.pad(r, (0, width - len(r)), value=PAD) for r in rows])
 
 
-def bleu4(generated: Sequence[str], reference: Sequence[str], n_boot: int = 1) -> tuple[float, float | None,
-                                                                                       float | None]:
+def _bleu() -> BLEU:
+    return BLEU(lowercase=True)
+
+
+def bleu_stats(generated: Sequence[str], reference: Sequence[str]) -> np.ndarray:
+    """(N, 2 + 2 x 4) sacrebleu's per-sentence sufficient statistics: hypothesis and reference length,
+    then matching and total n-grams for n = 1..4."""
+    bleu = _bleu()
+    if not generated:
+        return np.zeros((0, 2 + 2 * bleu.max_ngram_order))
+    # a private method, but the one sacrebleu's own bootstrap and paired tests resample
+    return np.asarray(bleu._extract_corpus_statistics(list(generated), [list(reference)]), np.float64)
+
+
+def bleu4_weighted(stats: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(D,) corpus BLEU-4 in [0, 1] of each weight row (D, N) over the sentences' :func:`bleu_stats`:
+    sacrebleu's score of the weighted sums of the statistics (its ``corpus_score`` with unit weights)."""
+    bleu, sums = _bleu(), weights @ stats
+    return np.array([bleu._compute_score_from_stats([float(v) for v in row]).score / 100 for row in sums])
+
+
+def bleu4(generated: Sequence[str], reference: Sequence[str]) -> float:
     """Corpus BLEU-4 of lower-cased text as a fraction in [0, 1] (sacrebleu's 0-100 / 100, on the scale
-    of the other metrics); with ``n_boot`` > 1, sacrebleu's bootstrap 95% CI (mean +- its half-width)."""
-    score = BLEU(lowercase=True).corpus_score(list(generated), [list(reference)], n_bootstrap=max(1, n_boot))
-    if n_boot > 1 and getattr(score, "_ci", None) is not None:
-        return score.score / 100, (score._mean - score._ci) / 100, (score._mean + score._ci) / 100
-    return score.score / 100, None, None
+    of the other metrics)."""
+    return float(bleu4_weighted(bleu_stats(generated, reference), np.ones((1, len(generated))))[0])
+
+
+def clinical_f1_weighted(generated: np.ndarray, reference: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(D,) :func:`labeler.f1` of two :func:`labeler.positives` arrays under each weight row (D, N): its
+    micro TP and mismatch counts summed with the weights (on integer weights, the rows repeated)."""
+    tp = weights @ (generated & reference).sum(1).astype(np.float64)
+    wrong = weights @ (generated ^ reference).sum(1).astype(np.float64)
+    return 2 * tp / np.maximum(2 * tp + wrong, 1)
 
 
 def rouge_l(generated: Sequence[str], reference: Sequence[str]) -> np.ndarray:
@@ -151,8 +182,8 @@ class ReportTask(tasks.Task):
     metrics = ("bleu4", "rougeL", "clinicalF1")
     beam = 1
 
-    def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0):
-        super().__init__(spec, data, seed)
+    def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
+        super().__init__(spec, data, seed, resample_seed)
         train = data.splits["train"].reports
         if not any(r.strip() for r in train):
             raise ValueError(f"evaluation.tasks[{spec.name}]: report generation needs reports; set "
@@ -193,20 +224,19 @@ class ReportTask(tasks.Task):
             return float(rouge_l(gen, refs).mean()) if gen else 0.0
         if self.spec.headline_metric == "clinicalF1":
             return labeler.f1(labeler.positives(gen, labeler.LABELS), labeler.positives(refs, labeler.LABELS))
-        return bleu4(gen, refs)[0] if gen else 0.0
+        return bleu4(gen, refs) if gen else 0.0
 
     @torch.no_grad()
-    def test(self, model: nn.Module, n_boot: int = tasks.N_BOOT) -> dict[str, tasks.MetricValue]:
+    def test(self, model: nn.Module, draws: int = tasks.TEST_DRAWS) -> tasks.TestOutput:
         gen, refs = self.generate(model, self.x["test"]), self.refs["test"]
-        if not gen:
-            return {}
-        b, lo, hi = bleu4(gen, refs, n_boot)
+        weights = self.test_weights(draws)
         rl = rouge_l(gen, refs)
         pg, pr = labeler.positives(gen, labeler.LABELS), labeler.positives(refs, labeler.LABELS)
-        return {
-            "bleu4": tasks.metric(b, (lo, hi)),
-            "rougeL": tasks.metric(rl.mean(), tasks.bootstrap_ci(lambda i: float(rl[i].mean()), len(rl), n_boot,
-                                                                 self.seed)),
-            "clinicalF1": tasks.metric(labeler.f1(pg, pr), tasks.bootstrap_ci(
-                lambda i: labeler.f1(pg[i], pr[i]), len(gen), n_boot, self.seed)),
-        }
+        values = {"bleu4": bleu4_weighted(bleu_stats(gen, refs), weights),
+                  "rougeL": tasks.weighted_mean(rl, weights),
+                  "clinicalF1": clinical_f1_weighted(pg, pr, weights)}
+        if not gen:  # no test reports: nothing is defined (BLEU and F1 of nothing would read 0)
+            values = {k: np.full(len(weights), np.nan) for k in values}
+        examples = self.examples(generated=pa.array(gen, pa.string()), reference=pa.array(list(refs), pa.string()),
+                                 rougeL=rl.astype(np.float64))
+        return self.output(values, {}, examples)

@@ -5,8 +5,9 @@ decoder, as in Segmenter's linear baseline), so the head adds no spatial context
 it finds along a thin catheter is what the frozen features already carry. Loss: BCE with the
 positive class up-weighted (catheters cover a few % of pixels) plus soft Dice. Metrics per test
 image at threshold 0.5, averaged over the images that hold a catheter (on an empty image, "predict
-nothing" would score a perfect 1 and reward a head that never finds one), with bootstrap CIs over
-those images.
+nothing" would score a perfect 1 and reward a head that never finds one). The draws weigh each of
+those images by its patient's multiplicity in the shared test-patient resamples (:mod:`resample`:
+drawn over all test patients, so a resample may hold no catheter image and leave the draw undefined).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class SegmentTask(tasks.Task):
     kind = tasks.TaskKind.SEGMENTATION
     metrics = ("dice", "cldice")
 
-    def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0):
-        super().__init__(spec, data, seed)
+    def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
+        super().__init__(spec, data, seed, resample_seed)
         column = spec.mask_column or ""
         if column not in data.splits["train"].masks:
             raise ValueError(f"evaluation.tasks[{spec.name}].maskColumn: {column!r} is not among "
@@ -62,25 +63,23 @@ class SegmentTask(tasks.Task):
         soft_dice = 1 - (2 * inter + 1) / (prob.sum((1, 2)) + target.sum((1, 2)) + 1)
         return bce + soft_dice.mean()
 
-    def _predict(self, model: nn.Module, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted, target) masks of the split's images that hold a catheter."""
+    def _predict(self, model: nn.Module, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predicted, target) masks of the split's images that hold a catheter, and those images' rows."""
         target = self.y[split].numpy()
         has = target.reshape(len(target), -1).any(1)
-        return (torch.sigmoid(model(self.x[split][has])) >= 0.5).numpy(), target[has]
+        return (torch.sigmoid(model(self.x[split][has])) >= 0.5).numpy(), target[has], np.flatnonzero(has)
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> float:
-        pred, target = self._predict(model, "val")
+        pred, target, _ = self._predict(model, "val")
         fn = cldice if self.spec.headline_metric == "cldice" else dice
         return float(np.mean([fn(p, t) for p, t in zip(pred, target, strict=True)])) if len(pred) else 0.0
 
     @torch.no_grad()
-    def test(self, model: nn.Module, n_boot: int = tasks.N_BOOT) -> dict[str, tasks.MetricValue]:
-        pred, target = self._predict(model, "test")
-        out = {}
-        for name, fn in (("dice", dice), ("cldice", cldice)):
-            per = np.array([fn(p, t) for p, t in zip(pred, target, strict=True)])
-            if len(per):
-                out[name] = tasks.metric(per.mean(), tasks.bootstrap_ci(lambda i, v=per: float(v[i].mean()),
-                                                                        len(per), n_boot, self.seed))
-        return out
+    def test(self, model: nn.Module, draws: int = tasks.TEST_DRAWS) -> tasks.TestOutput:
+        pred, target, rows = self._predict(model, "test")
+        weights = self.test_weights(draws)[:, rows]
+        per = {name: np.array([fn(p, t) for p, t in zip(pred, target, strict=True)], np.float64)
+               for name, fn in (("dice", dice), ("cldice", cldice))}
+        values = {name: tasks.weighted_mean(v, weights) for name, v in per.items()}
+        return self.output(values, {}, self.examples(rows, **per))

@@ -6,25 +6,38 @@ are never compared, since their metrics differ in scale.
 
 Trials sample lr / weight decay / epochs from the search space and report the task's validation
 headline after every epoch; ASHA stops the weak ones early (``scheduler: fifo`` runs all to the
-end). A trial that trains to its last epoch also scores its head on the test split (bootstrap CIs)
-in that last report; the best of those trials by validation is the task's result, so test rows
-never steer the search and no head is trained twice. The features reach every trial through the
+end). A trial that trains to its last epoch also scores its head on the test split, once, before
+its last report; the best of those trials by validation is the task's result, so test rows never
+steer the search and no head is trained twice. The features reach every trial through the
 object store (``tune.with_parameters``), not by pickling.
+
+The test scores (metrics, the TEST_DRAWS patient-resample draws, the per-example table) do not
+travel in the reported metrics: each scoring trial writes them as one Parquet file named by its
+trial id under a scratch folder, and its last report names the file; the driver reads only the
+best trial's. The evaluate job puts that folder in the cell's storage (on a cluster, trials run on
+other nodes than the driver); by default it is inside the sweep's local temporary storage, which
+only a single-node Ray shares. Searcher (BasicVariantGenerator)
+and heads are seeded with the run seed, so one spec gives the same trial configs and heads again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from typing import Any
 
-from radscale.cells import MetricValue, TaskResult
+import pyarrow as pa
+
+from radscale.cells import TEST_DRAWS, MetricValue, TaskResult, join_uri
 from radscale.operator.api import ParamSpace, SweepSpec, TaskSpec
+from radscale.trainer import storage as fsio
 from radscale.trainer.evaluate import tasks
 from radscale.trainer.evaluate.features import EvalData
 
 KEYS = {"lr": "lr", "weightDecay": "weight_decay", "epochs": "epochs"}
 VAL = "val_metric"
+TEST_FILE = "test_file"  # the last report's pointer to the trial's TestOutput
 
 
 @dataclasses.dataclass
@@ -36,8 +49,9 @@ class Trial:
 
 @dataclasses.dataclass
 class SweepOutcome:
-    result: TaskResult
+    result: TaskResult  # the best trial's metrics, best config and draws
     trials: list[Trial]
+    examples: pa.Table  # the best trial's per-example test scores (for examples/<task>.parquet)
 
 
 def search_space(sweep: SweepSpec) -> dict[str, Any]:
@@ -62,36 +76,34 @@ def max_epochs(sweep: SweepSpec) -> int:
     return int(max(p.values or [p.high or tasks.DEFAULTS["epochs"]]))
 
 
-TEST = "test/"
-
-
 def _trial(config: dict[str, Any], specs_json: dict[str, str] | None = None, data: EvalData | None = None,
-           seed: int = 0, n_boot: int = tasks.N_BOOT) -> None:
+           seed: int = 0, resample_seed: int = 0, draws: int = TEST_DRAWS, scratch: str = "",
+           endpoint: str | None = None) -> None:
     import torch
     from ray import tune
 
-    task = tasks.for_spec(TaskSpec.model_validate_json((specs_json or {})[config["task"]]), data, seed)
+    task = tasks.for_spec(TaskSpec.model_validate_json((specs_json or {})[config["task"]]), data, seed, resample_seed)
     epochs = tasks.hparams(config)[2]
     for epoch, value in enumerate(task.train(config), start=1):
         report: dict[str, Any] = {VAL: value, "epoch": epoch}
-        if epoch == epochs:  # the last epoch: score on test once
+        if epoch == epochs:  # the last epoch: score on test once, written before ASHA can stop the trial
             with torch.no_grad():
-                for name, mv in task.test(task.model, n_boot).items():
-                    report[f"{TEST}{name}"] = mv.value
-                    report[f"{TEST}{name}_low"] = mv.ci_low if mv.ci_low is not None else float("nan")
-                    report[f"{TEST}{name}_high"] = mv.ci_high if mv.ci_high is not None else float("nan")
+                out = task.test(task.model, draws)
+            uri = join_uri(scratch, f"{tune.get_context().get_trial_id()}.parquet")
+            fsio.write_bytes(uri, out.to_parquet(), endpoint)
+            report[TEST_FILE] = uri
         tune.report(report)
 
 
-def _test_metrics(metrics: dict[str, Any]) -> dict[str, MetricValue]:
-    out = {}
-    for key, value in metrics.items():
-        if key.startswith(TEST) and not key.endswith(("_low", "_high")):
-            name = key[len(TEST):]
-            low, high = metrics.get(f"{key}_low"), metrics.get(f"{key}_high")
-            out[name] = MetricValue(value=float(value), ci_low=None if low is None or low != low else float(low),
-                                    ci_high=None if high is None or high != high else float(high))
-    return out
+def _read_test(uri: str, endpoint: str | None) -> tasks.TestOutput:
+    fs, path = fsio.filesystem(uri, endpoint)
+    return tasks.TestOutput.from_parquet(fs.cat_file(path))
+
+
+def _clear(uri: str, endpoint: str | None) -> None:
+    fs, path = fsio.filesystem(uri, endpoint)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _per_task_scheduler(sweep: SweepSpec) -> Any:
@@ -135,52 +147,72 @@ def _per_task_scheduler(sweep: SweepSpec) -> Any:
     return PerTask()
 
 
-def run(specs: list[TaskSpec], data: EvalData, sweep: SweepSpec, *, seed: int = 0, n_boot: int = tasks.N_BOOT,
-        cpus_per_trial: float = 1.0) -> dict[str, SweepOutcome]:
-    """Sweep every task of ``specs``; task name -> the best finished trial's test metrics and all trials."""
+def run(specs: list[TaskSpec], data: EvalData, sweep: SweepSpec, *, seed: int = 0, resample_seed: int = 0,
+        draws: int = TEST_DRAWS, cpus_per_trial: float = 1.0, scratch: str | None = None,
+        endpoint: str | None = None) -> dict[str, SweepOutcome]:
+    """Sweep every task of ``specs``; task name -> the best finished trial's test scores and all trials.
+
+    ``seed`` (the cell's run seed) seeds the searcher and every head; ``resample_seed`` (its split
+    seed) the test-patient resamples. ``scratch``: a folder URI that every trial's node can write and
+    the driver read (emptied before and removed after); default, inside the sweep's local temporary
+    storage, which only a single-node Ray shares."""
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     for spec in specs:
-        tasks.for_spec(spec, data, seed)  # fail fast on a bad task before any trial starts
-    trainable = tune.with_resources(tune.with_parameters(
-        _trial, specs_json={s.name: s.model_dump_json() for s in specs}, data=data, seed=seed, n_boot=n_boot),
-        {"cpu": cpus_per_trial})
+        tasks.for_spec(spec, data, seed, resample_seed)  # fail fast on a bad task before any trial starts
     space = {**search_space(sweep), "task": tune.grid_search([s.name for s in specs])}
     with tempfile.TemporaryDirectory(prefix="radscale-tune-") as storage:
+        outputs = scratch or os.path.join(storage, "test-outputs")
+        _clear(outputs, endpoint)  # a failed earlier attempt's files: never read as this run's
+        trainable = tune.with_resources(tune.with_parameters(
+            _trial, specs_json={s.name: s.model_dump_json() for s in specs}, data=data, seed=seed,
+            resample_seed=resample_seed, draws=draws, scratch=outputs, endpoint=endpoint), {"cpu": cpus_per_trial})
         tuner = tune.Tuner(
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(metric=VAL, mode="max", num_samples=sweep.num_samples,
+                                        search_alg=BasicVariantGenerator(random_state=seed),
                                         scheduler=_per_task_scheduler(sweep), reuse_actors=True),
             run_config=tune.RunConfig(name="sweep", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )
-        grid = tuner.fit()
-        trials: dict[str, list[Trial]] = {s.name: [] for s in specs}
-        finished: dict[str, list[tuple[Trial, dict[str, MetricValue]]]] = {s.name: [] for s in specs}
-        errors: dict[str, list[str]] = {s.name: [] for s in specs}
-        for r in grid:
-            name = r.config["task"]
-            if r.error is not None:
-                errors[name].append(str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__)
-                continue
-            df = r.metrics_dataframe
-            history = [float(v) for v in df[VAL]] if df is not None and VAL in df else []
-            cfg = {k: r.config[k] for k in KEYS.values() if k in r.config}
-            trial = Trial(cfg, history, len(history) < tasks.hparams(cfg)[2])
-            trials[name].append(trial)
-            if not trial.stopped_early and history:
-                finished[name].append((trial, _test_metrics(r.metrics or {})))
+        try:
+            grid = tuner.fit()
+            trials: dict[str, list[Trial]] = {s.name: [] for s in specs}
+            finished: dict[str, list[tuple[Trial, str]]] = {s.name: [] for s in specs}
+            errors: dict[str, list[str]] = {s.name: [] for s in specs}
+            for r in grid:
+                name = r.config["task"]
+                if r.error is not None:
+                    errors[name].append(str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__)
+                    continue
+                df = r.metrics_dataframe
+                history = [float(v) for v in df[VAL]] if df is not None and VAL in df else []
+                cfg = {k: r.config[k] for k in KEYS.values() if k in r.config}
+                trial = Trial(cfg, history, len(history) < tasks.hparams(cfg)[2])
+                trials[name].append(trial)
+                if not trial.stopped_early and history and (r.metrics or {}).get(TEST_FILE):
+                    finished[name].append((trial, r.metrics[TEST_FILE]))
+            best: dict[str, tuple[Trial, tasks.TestOutput]] = {}
+            for spec in specs:
+                if not finished[spec.name]:
+                    why = "; ".join(errors[spec.name]) or "all were stopped early"
+                    raise RuntimeError(f"no trial of task {spec.name} finished: {why}")
+                trial, uri = max(finished[spec.name], key=lambda tf: tf[0].history[-1])
+                best[spec.name] = trial, _read_test(uri, endpoint)
+        finally:
+            if scratch:
+                _clear(scratch, endpoint)
     out = {}
     for spec in specs:
-        if not finished[spec.name]:
-            why = "; ".join(errors[spec.name]) or "all were stopped early"
-            raise RuntimeError(f"no trial of task {spec.name} finished: {why}")
-        best, metrics = max(finished[spec.name], key=lambda tm: tm[0].history[-1])
+        trial, test = best[spec.name]
+        metrics = dict(test.metrics)
         if spec.headline_metric not in metrics:  # e.g. no positive test labels: name it, do not invent a value
             raise RuntimeError(f"task {spec.name}: the test split gives no {spec.headline_metric} "
                                f"(got {sorted(metrics)}); the eval split may be too small")
-        metrics["val/" + spec.headline_metric] = MetricValue(value=best.history[-1])
+        metrics["val/" + spec.headline_metric] = MetricValue(value=trial.history[-1])
         out[spec.name] = SweepOutcome(TaskResult(metric=spec.headline_metric, metrics=metrics,
-                                                 best_config=best.config), trials[spec.name])
+                                                 best_config=trial.config, draws=test.draws),
+                                      trials[spec.name], test.examples)
     return out

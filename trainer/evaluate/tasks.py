@@ -2,27 +2,39 @@
 
 A task trains its head with AdamW for ``epochs`` (the sweep's hyperparameters: ``lr``,
 ``weight_decay``, ``epochs``), yields its validation headline after every epoch (what Ray Tune's
-ASHA scheduler compares), and scores the trained head on the test split with bootstrap 95% CIs.
-The encoder never runs here: :mod:`features` extracted its outputs once.
+ASHA scheduler compares), and scores the trained head on the test split (:class:`TestOutput`).
+
+Test scoring is vectorised over weight rows: row 0 weighs every test row 1 (the value on the full
+split), rows 1.. are the :data:`~radscale.cells.TEST_DRAWS` patient resamples of :mod:`resample`,
+the same in every cell of a study. Each aggregate metric keeps its value per resample (what the
+operator's fit bootstrap combines across cells), and its 95% CI is their 2.5/97.5 percentiles.
+The head's init and data order follow the task's ``seed`` (the cell's run seed); the resamples
+follow ``resample_seed`` (the split seed) alone. The encoder never runs here: :mod:`features`
+extracted its outputs once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from radscale.cells import MetricValue
+from radscale.cells import TEST_DRAWS, MetricValue
 from radscale.operator.api import TaskKind, TaskSpec
+from radscale.trainer.evaluate import resample
 from radscale.trainer.evaluate.features import EvalData
 
 DEFAULTS = {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 10}
 BATCH = 64
-N_BOOT = 1000
+_META = b"radscale.test"  # schema metadata key of a TestOutput's metrics and draws in Parquet
 
 
 def hparams(config: dict[str, Any]) -> tuple[float, float, int]:
@@ -31,21 +43,61 @@ def hparams(config: dict[str, Any]) -> tuple[float, float, int]:
             max(1, round(float(config.get("epochs", DEFAULTS["epochs"])))))
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, n_boot: int = N_BOOT,
-                 seed: int = 0) -> tuple[float | None, float | None]:
-    """Percentile 95% CI of ``stat(rows)`` over ``n_boot`` resamples of ``n`` rows (NaN resamples skipped)."""
-    if n == 0:
-        return None, None
-    rng = np.random.default_rng(seed)
-    vals = [v for v in (stat(rng.integers(0, n, n)) for _ in range(n_boot)) if v == v]
-    if not vals:
-        return None, None
-    low, high = np.percentile(vals, [2.5, 97.5])
-    return float(low), float(high)
+@dataclasses.dataclass
+class TestOutput:
+    """A head scored on the test split.
+
+    ``metrics``: every metric (aggregates with their CI from the draws, per-label entries without);
+    ``draws``: aggregate metric -> its value in each patient resample (None: undefined there);
+    ``examples``: one row per scored test example (hashed patient, row_id, the task's scores or
+    predictions), for the cell's ``examples/<task>.parquet``; never part of the metrics.
+    """
+
+    __test__ = False  # not a pytest class, despite the name
+
+    metrics: dict[str, MetricValue]
+    draws: dict[str, list[float | None]]
+    examples: pa.Table
+
+    def to_parquet(self) -> bytes:
+        """The examples as Parquet, with the metrics and draws in its schema metadata (one file per trial)."""
+        meta = {"metrics": {k: v.model_dump() for k, v in self.metrics.items()}, "draws": self.draws}
+        return parquet_bytes(self.examples.replace_schema_metadata({_META: json.dumps(meta).encode()}))
+
+    @classmethod
+    def from_parquet(cls, blob: bytes) -> TestOutput:
+        table = pq.read_table(pa.BufferReader(blob))
+        meta = json.loads((table.schema.metadata or {})[_META])
+        return cls({k: MetricValue(**v) for k, v in meta["metrics"].items()}, meta["draws"],
+                   table.replace_schema_metadata(None))
 
 
-def metric(value: float, ci: tuple[float | None, float | None] = (None, None)) -> MetricValue:
-    return MetricValue(value=float(value), ci_low=ci[0], ci_high=ci[1])
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(D,) weighted mean of per-example ``values`` (N,) under each weight row (D, N); NaN where a row weighs 0."""
+    total = weights.sum(1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weights @ np.asarray(values, np.float64) / total, np.nan)
+
+
+def summarise(values: np.ndarray) -> tuple[MetricValue, list[float | None]]:
+    """(value with its percentile 95% CI, the per-draw values) of a metric evaluated under
+    :meth:`Task.test_weights` rows: ``values[0]`` the full split, ``values[1:]`` the draws (NaN undefined)."""
+    draws = np.asarray(values[1:], np.float64)
+    ok = draws[~np.isnan(draws)]
+    low, high = (float(v) for v in np.percentile(ok, [2.5, 97.5])) if len(ok) else (None, None)
+    return (MetricValue(value=float(values[0]), ci_low=low, ci_high=high),
+            [None if v != v else round(float(v), 6) for v in draws])  # 6 decimals: result.json stays small
+
+
+def metric(value: float) -> MetricValue:
+    """A metric reported without draws (the per-label entries)."""
+    return MetricValue(value=float(value))
 
 
 def warmup_cosine(total: int) -> Callable[[int], float]:
@@ -68,14 +120,19 @@ def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Task:
-    """One evaluation task over an :class:`EvalData`. Subclasses: build, loss, validate, test."""
+    """One evaluation task over an :class:`EvalData`. Subclasses: build, loss, validate, test.
+
+    ``seed`` (the cell's run seed) fixes the head's init and data order; ``resample_seed`` (the
+    cell's split seed) fixes the test-set resamples, which must not vary between replicates.
+    """
 
     kind: ClassVar[TaskKind]
     metrics: ClassVar[tuple[str, ...]]
 
-    def __init__(self, spec: TaskSpec, data: EvalData, seed: int = 0):
-        self.spec, self.data, self.seed = spec, data, seed
+    def __init__(self, spec: TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
+        self.spec, self.data, self.seed, self.resample_seed = spec, data, seed, resample_seed
         self.model: nn.Module | None = None
+        self._weights: tuple[int, np.ndarray] | None = None
 
     # -- subclass hooks ---------------------------------------------------------------------------
     def build(self) -> nn.Module:
@@ -90,8 +147,34 @@ class Task:
     def validate(self, model: nn.Module) -> float:
         raise NotImplementedError
 
-    def test(self, model: nn.Module, n_boot: int = N_BOOT) -> dict[str, MetricValue]:
+    def test(self, model: nn.Module, draws: int = TEST_DRAWS) -> TestOutput:
         raise NotImplementedError
+
+    # -- test-set resamples -----------------------------------------------------------------------
+    def test_weights(self, draws: int = TEST_DRAWS) -> np.ndarray:
+        """(1 + draws, test rows) float64: row 0 all ones (the full split), then the patient resamples."""
+        if self._weights is None or self._weights[0] != draws:
+            w = resample.patient_weights(self.data.splits["test"].patient_ids(), self.resample_seed, draws)
+            self._weights = draws, np.vstack([np.ones((1, w.shape[1])), w]).astype(np.float64)
+        return self._weights[1]
+
+    def examples(self, rows: np.ndarray | None = None, **columns: Any) -> pa.Table:
+        """Per-example table of the test ``rows`` (default all): hashed patient, row_id, then ``columns``."""
+        test = self.data.splits["test"]
+        idx = np.arange(len(test.cls)) if rows is None else np.asarray(rows)
+        patients = test.patient_ids()
+        return pa.table({"patient": pa.array([patients[i] for i in idx], pa.string()),
+                         "row_id": pa.array(test.ids()[idx], pa.int64()), **columns})
+
+    def output(self, values: dict[str, np.ndarray], per_label: dict[str, float], examples: pa.Table) -> TestOutput:
+        """A :class:`TestOutput` from each aggregate's values under :meth:`test_weights`; an aggregate
+        undefined on the full split (e.g. no test row with both classes) is left out."""
+        metrics, draws = {}, {}
+        for name, v in values.items():
+            if v[0] == v[0]:
+                metrics[name], draws[name] = summarise(v)
+        metrics.update({k: metric(v) for k, v in per_label.items()})
+        return TestOutput(metrics, draws, examples)
 
     # -- the protocol -----------------------------------------------------------------------------
     def train(self, config: dict[str, Any]) -> Iterator[float]:
@@ -125,21 +208,21 @@ class Task:
         assert self.model is not None
         return self.model
 
-    def evaluate(self, config: dict[str, Any], n_boot: int = N_BOOT) -> dict[str, MetricValue]:
+    def evaluate(self, config: dict[str, Any], draws: int = TEST_DRAWS) -> TestOutput:
         """Train with ``config`` and score on the test split."""
         model = self.fit(config)
         with torch.no_grad():
-            return self.test(model, n_boot)
+            return self.test(model, draws)
 
 
-def for_spec(spec: TaskSpec, data: EvalData, seed: int = 0) -> Task:
+def for_spec(spec: TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0) -> Task:
     from radscale.trainer.evaluate.probe import ProbeTask
     from radscale.trainer.evaluate.report import ReportTask
     from radscale.trainer.evaluate.segment import SegmentTask
 
     kinds: dict[TaskKind, type[Task]] = {TaskKind.CLASSIFICATION: ProbeTask, TaskKind.SEGMENTATION: SegmentTask,
                                          TaskKind.REPORT_GENERATION: ReportTask}
-    task = kinds[spec.kind](spec, data, seed)
+    task = kinds[spec.kind](spec, data, seed, resample_seed)
     if spec.headline_metric not in task.metrics:
         raise ValueError(f"evaluation.tasks[{spec.name}].metric: {spec.headline_metric!r} is not a "
                          f"{spec.kind} metric; choose one of {list(task.metrics)}")

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from radscale.operator import fits  # noqa: E402
+from radscale.operator import fits
 
 PAPER_SIZES = (30_000, 50_000, 100_000, 1_000_000, 3_500_000)
 DEMO_SIZES = (32, 128, 512, 2048)

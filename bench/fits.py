@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fit_coverage import PAPER_SIZES, simulate, truth_for  # noqa: E402
-from radscale.operator import fits  # noqa: E402
+from bench.fit_coverage import PAPER_SIZES, simulate, truth_for
+from radscale.operator import fits
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"{args.curves} curves x {len(PAPER_SIZES)} sizes + baseline, {args.replicates} replicates, "
           f"{args.boot} bootstrap draws each, fit {args.method}")
     print(f"per curve: median {np.median(t) * 1e3:.0f} ms, p95 {np.percentile(t, 95) * 1e3:.0f} ms; "
-          f"all curves: {t.sum():.1f} s")
+          f"all curves: {t.sum():.3f} s")
 
 
 if __name__ == "__main__":

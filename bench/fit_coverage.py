@@ -32,12 +32,23 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from radscale.operator import fits
 
+REPO = Path(__file__).resolve().parents[1]
 PAPER_SIZES = (30_000, 50_000, 100_000, 1_000_000, 3_500_000)
-DEMO_SIZES = (32, 128, 512, 2048)
+
+
+def _demo_sizes() -> tuple[int, ...]:
+    """The sizes `make demo` runs, read from its study so the two never drift apart."""
+    import yaml
+
+    doc = yaml.safe_load((REPO / "manifests" / "examples" / "study-local.yaml").read_text())
+    return tuple(int(n) for n in doc["spec"]["sizes"])
+
+
+DEMO_SIZES = _demo_sizes()
 
 
 @dataclasses.dataclass(frozen=True)

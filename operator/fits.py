@@ -64,6 +64,13 @@ class CrossoverOutcome(enum.StrEnum):
     NO_BASELINE = "noBaseline"
 
 
+def sigma_from_ci(low: float | None, high: float | None) -> float | None:
+    """Standard error from a 95% interval."""
+    if low is None or high is None or not math.isfinite(low) or not math.isfinite(high):
+        return None
+    return abs(high - low) / (2 * Z95)
+
+
 def to_error(metric: str, value):  # float or array
     """Error to fit: 1 - score for scores (all in [0, 1]; BLEU too), the value itself for losses."""
     return 1.0 - value if metric in HIGHER_IS_BETTER else value
@@ -92,12 +99,15 @@ class Replicates:
 
     values: np.ndarray
     draws: np.ndarray | None = None
+    sigmas: np.ndarray | None = None  # (R,) test-set sd per cell, for results without draws
 
     @classmethod
-    def of(cls, values: Sequence[float], draws: Sequence[Sequence[float | None]] | None = None) -> Replicates:
+    def of(cls, values: Sequence[float], draws: Sequence[Sequence[float | None]] | None = None,
+           sigmas: Sequence[float | None] | None = None) -> Replicates:
         v = np.asarray(values, dtype=float)
         if draws is None or any(d is None or len(d) == 0 for d in draws):
-            return cls(v, None)
+            sd = None if sigmas is None or any(s is None for s in sigmas) else np.asarray(sigmas, dtype=float)
+            return cls(v, None, sd)
         width = min(len(d) for d in draws)
         d = np.array([[np.nan if x is None else x for x in row[:width]] for row in draws], dtype=float)
         return cls(v, d)
@@ -139,6 +149,10 @@ def resample(points: Sequence[Replicates], n_boot: int, rng: np.random.Generator
             dev = np.where(np.isfinite(dev), dev, 0.0)
             cols = np.arange(n_boot) % dev.shape[1]
             test = dev[pick, cols[:, None]].mean(1)
+        elif p.sigmas is not None:
+            # no shared draws (a result file from before they existed): each cell's test noise is
+            # redrawn on its own from its CI, which misses the correlation along the curve
+            test = (rng.normal(size=(n_boot, r)) * p.sigmas[pick]).mean(1)
         out[:, j] = p.mean + run + test
     return out
 
@@ -394,7 +408,7 @@ def fit_curve(sizes: Sequence[float], points: Sequence[Replicates], baseline: Re
         code, at = _crossings(point_laws, y[None, :], base_mean, n, max_extrapolation)
         point_code, point_at = int(code[0]), float(at[0])
     replicates = min(len(p.values) for p in points)
-    varies = replicates > 1 or len(n) > 3 or any(p.draws is not None for p in points)
+    varies = replicates > 1 or len(n) > 3 or any(p.draws is not None or p.sigmas is not None for p in points)
     if n_boot <= 0 or not varies:
         cross = _crossover(point_code, point_at, np.array([]), np.array([])) if base_mean is not None else \
             Crossover(CrossoverOutcome.NO_BASELINE, None, None, {})

@@ -18,7 +18,8 @@ from radscale.operator import api, fits
 N_BOOT = 1000
 
 
-Point = tuple[float, tuple[float, ...] | None]  # one cell: full-test value, its shared test-set draws
+# one cell: full-test value, its shared test-set draws, and its test-set sd (from its CI) for results without draws
+Point = tuple[float, tuple[float, ...] | None, float | None]
 Gathered = dict[tuple[str, str, str], dict[int, list[Point]]]  # (task, metric, encoder) -> size -> cells
 
 
@@ -37,16 +38,17 @@ def gather(spec: api.ScalingStudySpec, cells: Sequence[api.CellStatus],
             if tr is None or metric not in tr.metrics:
                 continue
             draws = tr.draws.get(metric)
-            point = (tr.metrics[metric].value,
-                     tuple(math.nan if d is None else float(d) for d in draws) if draws else None)
+            mv = tr.metrics[metric]
+            point = (mv.value, tuple(math.nan if d is None else float(d) for d in draws) if draws else None,
+                     fits.sigma_from_ci(mv.ci_low, mv.ci_high))
             out.setdefault((task.name, metric, cs.encoder), {}).setdefault(cs.size, []).append(point)
     return out
 
 
 def _replicates(metric: str, cells: Sequence[Point]) -> fits.Replicates:
-    values = [fits.to_error(metric, v) for v, _ in cells]
-    draws = None if any(d is None for _, d in cells) else [fits.to_error(metric, np.asarray(d)) for _, d in cells]
-    return fits.Replicates.of(values, draws)
+    values = [fits.to_error(metric, v) for v, _, _ in cells]
+    draws = None if any(d is None for _, d, _ in cells) else [fits.to_error(metric, np.asarray(d)) for _, d, _ in cells]
+    return fits.Replicates.of(values, draws, [s for _, _, s in cells])
 
 
 @functools.lru_cache(maxsize=4096)

@@ -206,3 +206,15 @@ def test_replicate_deviations_are_resampled_with_the_small_sample_correction():
     assert df == 2 and np.allclose(np.abs(devs), 0.1 * math.sqrt(2))
     boot = fits.resample(reps, 4000, np.random.default_rng(0))
     assert boot.mean(0) == pytest.approx([0.2, 0.6], abs=0.01)
+
+
+def test_results_without_draws_fall_back_to_their_own_cis():
+    """result.json files written before the shared draws existed carry only a CI per cell: each
+    cell's test noise is redrawn from it, so intervals exist and widen with the CIs."""
+    widths = []
+    for sd in (0.002, 0.02):
+        pts = [fits.Replicates.of([float(TRUE(n))], None, [sd]) for n in SIZES[:3]]
+        f = fits.fit_curve(SIZES[:3], pts, n_boot=300)
+        assert f.n_boot == 300
+        widths.append(float(np.diff(f.point_ci95[0])[0]))
+    assert widths[1] > 5 * widths[0]

@@ -202,3 +202,35 @@ def test_bad_inputs_fail_fast_naming_the_field(study):
         pretrain.check(unicl.model_copy(update={"dataset": no_reports}))
     with pytest.raises(pretrain.CellError, match=r"smaller than computeBudget.globalBatchSize"):
         pretrain.check(cell.model_copy(update={"size": 4}))
+
+
+def test_the_same_seed_trains_the_same_weights_and_a_replicate_does_not(study, s3_endpoint, tmp_path):
+    """Replicates differ only by their run seed: the same cell twice gives the same encoder on CPU
+    (2 DDP workers, within 1e-6); replicate 1 starts from other new parameters."""
+    import torch
+    from safetensors.torch import load as load_safetensors
+
+    from radscale.trainer import paradigms
+
+    base = cell_of(study, "unicl", 32)
+    fs = s3(s3_endpoint)
+    weights, results = [], []
+    for run in ("a", "b"):
+        cell = base.model_copy(update={"output": f"s3://pt-bucket/out/det-{run}"})
+        code, summary, err = run_job(cell, tmp_path)
+        assert code == 0, err[-3000:]
+        results.append(summary["pretrain"])
+        weights.append(load_safetensors(fs.cat(cell.encoder_uri.removeprefix("s3://"))))
+    assert results[0]["final_loss"] == pytest.approx(results[1]["final_loss"], abs=1e-6)
+    assert results[0]["distinct_images"] == results[1]["distinct_images"] == 32
+    for name in weights[0]:
+        assert torch.allclose(weights[0][name], weights[1][name], rtol=0, atol=1e-6), name
+    # a replicate: the split and subset stay (same cell.seed), the run seed and so the new parameters do not
+    rep = base.model_copy(update={"replicate": 1})
+    assert rep.seed == base.seed and rep.run_seed != base.run_seed
+    heads = []
+    for c in (base, rep):
+        torch.manual_seed(c.run_seed)
+        model, _ = paradigms.build(c, tuple(c.dataset.columns.labels))
+        heads.append(torch.cat([p.detach().flatten() for n, p in model.named_parameters() if "text" in n]))
+    assert not torch.allclose(heads[0], heads[1])

@@ -2,7 +2,7 @@
 
 Pure: no I/O. Each :class:`Rule` is rendered into the CRD as an ``x-kubernetes-validations``
 entry, so the API server rejects a bad ScalingStudy before the operator sees it, and the same
-rule is evaluated offline (``radscale validate``, the operator) by :mod:`radscale.operator.cel`.
+rule is evaluated offline (``radscale validate``, the operator) by :mod:`radscale.operator.celcheck`.
 
 Rules that CEL cannot express (or that need facts outside the object) are Python checks in
 :mod:`radscale.operator.validation`.

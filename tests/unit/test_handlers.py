@@ -18,6 +18,7 @@ class FakeCluster:
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.status: dict | None = None
+        self.patches = 0
         self.secrets = {"cxr-s3": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}}
 
     def list_jobs(self, namespace, study):
@@ -33,6 +34,7 @@ class FakeCluster:
 
     def patch_status(self, namespace, name, status):
         json.dumps(status)  # what goes to the API server must be plain JSON
+        self.patches += 1
         self.status = status
 
     def secret(self, namespace, name):
@@ -65,6 +67,7 @@ def test_a_pass_creates_children_and_patches_status_once():
     op = handlers.Operator(cluster, store, reconcile.Settings(default_image="img:1"))
     out = op.reconcile(body(load_yaml(EXAMPLES / "study.yaml")), T0)
     assert out is not None and len(cluster.created) == 6 and len(set(cluster.created)) == 6
+    assert cluster.patches == 1, "one status patch per pass"
     assert cluster.status["phase"] == "Running" and cluster.status["progress"] == "0/12"
     # storage options come from the study's endpoint/Secret
     assert store.options[0] == {"key": "k", "secret": "s"}

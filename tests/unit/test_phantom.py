@@ -110,7 +110,7 @@ def test_findings_are_visible_in_pixels():
     assert big and normal and np.mean(big) > np.mean(normal) + 4
 
 
-def test_fast_enough_and_cli(tmp_path):
+def test_the_cli_writes_a_corpus_and_its_manifest(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "radscale.operator.cli", "phantom", "--out", str(tmp_path / "p"),
                            "--images", "30", "--seed", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

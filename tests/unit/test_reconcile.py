@@ -181,6 +181,15 @@ def test_conditions_move_their_transition_time_only_when_they_flip():
     first = run_once(local(), {})
     later = run_once(local(), {}, first.status, now=T0 + dt.timedelta(seconds=20))
     assert cond(later.status, "Ready").last_transition_time == cond(first.status, "Ready").last_transition_time
+    # a refused spec change flips Ready to False: its time moves to the pass that flipped it
+    flip_at = T0 + dt.timedelta(seconds=40)
+    flipped = run_once(local(**{"spec.computeBudget.steps": 80}), {}, later.status, now=flip_at, generation=2)
+    ready = cond(flipped.status, "Ready")
+    assert ready.status == "False" and ready.last_transition_time == reconcile._ts(flip_at)
+    # still False a pass later: the time stays where it flipped
+    again = run_once(local(**{"spec.computeBudget.steps": 80}), {}, flipped.status,
+                     now=flip_at + dt.timedelta(seconds=20), generation=2)
+    assert cond(again.status, "Ready").last_transition_time == ready.last_transition_time
 
 
 # ---- whole studies, simulated ----------------------------------------------------------------------

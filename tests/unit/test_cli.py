@@ -114,7 +114,7 @@ def test_plan_json_is_machine_readable():
     out = run("plan", str(EXAMPLES / "study.yaml"), "--json")
     assert out.returncode == 0
     data = json.loads(out.stdout)
-    assert data["study"] == "cxr" and len(data["cells"]) == 12
+    assert data["study"] == "cxr" and len(data["cells"]) == 24  # 2 encoders x (5 sizes + baseline) x 2 replicates
     assert data["budget"]["images"] == 50000 * 512
     first = data["cells"][1]
     assert first == {"cell": "cxr-rad-dino-30k", "encoder": "rad-dino", "size": 30000, "replicate": 0,

@@ -68,7 +68,7 @@ def test_a_pass_creates_children_and_patches_status_once():
     out = op.reconcile(body(load_yaml(EXAMPLES / "study.yaml")), T0)
     assert out is not None and len(cluster.created) == 6 and len(set(cluster.created)) == 6
     assert cluster.patches == 1, "one status patch per pass"
-    assert cluster.status["phase"] == "Running" and cluster.status["progress"] == "0/12"
+    assert cluster.status["phase"] == "Running" and cluster.status["progress"] == "0/24"
     # storage options come from the study's endpoint/Secret
     assert store.options[0] == {"key": "k", "secret": "s"}
     image = cluster.jobs[cluster.created[0]]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"][

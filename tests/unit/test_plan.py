@@ -21,9 +21,11 @@ def study(paper_study) -> api.ScalingStudy:
 
 def test_grid_is_encoders_times_sizes_plus_baselines(study):
     p = plan.plan(study)
-    assert len(p.cells) == 2 * (5 + 1)
-    grid = {(c.encoder, c.size) for c in p.cells}
-    assert grid == {(e, n) for e in ("rad-dino", "mi2") for n in (0, 30000, 50000, 100000, 1000000, 3500000)}
+    assert len(p.cells) == 2 * (5 + 1) * 2  # the example runs 2 replicates
+    grid = {(c.encoder, c.size, c.replicate) for c in p.cells}
+    assert grid == {(e, n, r) for e in ("rad-dino", "mi2") for n in (0, 30000, 50000, 100000, 1000000, 3500000)
+                    for r in (0, 1)}
+    assert "cxr-rad-dino-30k-r1" in {c.name for c in p.cells}
     for c in p.cells:
         assert c.stages == ((api.Stage.EVALUATE,) if c.size == 0 else (api.Stage.PRETRAIN, api.Stage.EVALUATE))
     names = [c.name for c in p.cells]
@@ -46,8 +48,28 @@ def test_adding_a_size_keeps_every_existing_name(paper_study):
     grown = edit(paper_study, {"spec.sizes": [30000, 50000, 75000, 100000, 1000000, 3500000]})
     after = plan.plan(validation.load_study(grown))
     assert {c.name for c in before.cells} < {c.name for c in after.cells}
-    assert len(after.cells) == len(before.cells) + 2
+    assert len(after.cells) == len(before.cells) + 2 * 2  # one size x 2 encoders x 2 replicates
     assert before.fingerprint == after.fingerprint, "sizes do not change the prepared shards"
+
+
+def test_raising_replicates_adds_cells_and_keeps_every_existing_name(paper_study):
+    before = plan.plan(validation.load_study(paper_study))
+    after = plan.plan(validation.load_study(edit(paper_study, {"spec.replicates": 3})))
+    assert {c.name for c in before.cells} < {c.name for c in after.cells}
+    assert {c.name for c in after.cells} - {c.name for c in before.cells} == \
+        {f"{c.name}-r2" for c in before.cells if c.replicate == 0}
+    assert before.fingerprint == after.fingerprint, "replicates share the split and the shards"
+
+
+def test_replicates_share_split_seed_and_differ_in_run_seed(paper_study):
+    study = validation.load_study(paper_study)
+    p = plan.plan(study)
+    specs = [plan.cell_spec(study, p, c, api.Stage.PRETRAIN) for c in p.cells
+             if c.encoder == "mi2" and c.size == 30000]
+    assert [s.replicate for s in specs] == [0, 1]
+    assert specs[0].seed == specs[1].seed == study.spec.dataset.split.seed
+    assert specs[0].run_seed == specs[0].seed and specs[1].run_seed != specs[0].run_seed
+    assert specs[0].shards == specs[1].shards and specs[0].output != specs[1].output
 
 
 def test_fingerprint_follows_the_dataset_not_the_grid(paper_study):

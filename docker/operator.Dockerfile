@@ -3,7 +3,7 @@
 #   docker build -f docker/operator.Dockerfile -t ghcr.io/radscale/operator:0.1.0 .
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY radscale radscale
 COPY operator operator
 COPY trainer trainer

@@ -3,7 +3,8 @@
 #   docker build -f docker/trainer.Dockerfile -t ghcr.io/radscale/trainer:0.1.0 .
 FROM rayproject/ray:2.60.0-py311-cu128
 WORKDIR /home/ray/radscale
-COPY --chown=ray:users pyproject.toml README.md ./
+# setup.py finds the packages (every folder of .py files under radscale/, operator/, trainer/)
+COPY --chown=ray:users pyproject.toml setup.py README.md ./
 COPY --chown=ray:users radscale radscale
 COPY --chown=ray:users operator operator
 COPY --chown=ray:users trainer trainer

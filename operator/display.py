@@ -125,12 +125,15 @@ def tables(study: api.ScalingStudy, status: api.ScalingStudyStatus) -> list[Tabl
     out.append(res)
     if status.fits:
         fit = Table(title="fitted laws: error(N) = a * N^-b + c  (error = 1 - metric) [95% CI]")
-        for col in ("task", "metric", "encoder", "a", "b", "c", "R²", "reps", "beats baseline at N"):
-            fit.add_column(col, justify="left" if col in ("task", "metric", "encoder") else "right")
+        for col in ("task", "encoder", "law", "b", "c", "R²", "reps", "beats baseline at N"):
+            fit.add_column(col, justify="left" if col in ("task", "encoder", "law") else "right")
         for f in status.fits:
-            cells = [_param(f, "a", "{:.3g}"), _param(f, "b", "{:.3f}"), _param(f, "c", "{:.3f}")] if f.fitted \
-                else [Text(f"no law fitted: {f.lack_of_fit}", style="yellow"), "", ""]
-            fit.add_row(f.task, f.metric, f.encoder, *cells, f"{f.r2:.2f}", str(f.replicates),
+            if f.fitted:
+                law: str | Text = f"{f.a:.3g}·N^-{f.b:.3f} + {f.c:.3f}"
+                b, c = _param(f, "b", "{:.3f}"), _param(f, "c", "{:.3f}")
+            else:
+                law, b, c = Text(f"no law fitted: {f.lack_of_fit}", style="yellow"), "-", "-"
+            fit.add_row(f"{f.task} ({f.metric})", f.encoder, law, b, c, f"{f.r2:.2f}", str(f.replicates),
                         results.crossover_text(f.crossover))
         out.append(fit)
     if status.best_per_task:

@@ -363,13 +363,13 @@ class Fit:
 def lack_of_fit(law: PowerLaw, r2: float, min_r2: float) -> str | None:
     """Why these numbers are not a law, or None."""
     if law.a <= 0:
-        return "flat: the best fit has no decrease with N (a = 0)"
+        return "flat: no decrease with N (a = 0)"
     if law.b >= B_MAX * (1 - 1e-3):
-        return f"the exponent sits at its bound (b = {B_MAX:g})"
+        return f"exponent at its bound (b = {B_MAX:g}): a step, not a law"
     if law.b < B_FLAT:
-        return f"the exponent sits at its bound (b = {law.b:.3f} ~ 0: flat)"
+        return f"flat: exponent at its bound (b = {law.b:.3f} ~ 0)"
     if r2 < min_r2:
-        return f"R² {r2:.2f} is below {min_r2:g}"
+        return f"R² {r2:.2f} < {min_r2:g}"
     return None
 
 

@@ -21,18 +21,25 @@ def _law(fit: api.FitStatus, metric: str, sizes: np.ndarray) -> np.ndarray:
     return fits.from_error(metric, err)
 
 
-def _mark_crossover(ax, fit: api.FitStatus, colour: str, base_value: float, enc: str) -> None:
-    """A vertical line at the crossover with its CI shaded; '≤' at the smallest size, flagged when
-    extrapolated, nothing drawn when it is not reached."""
+def _mark_crossover(ax, fit: api.FitStatus, colour: str, enc: str, row: int, right: float) -> None:
+    """The crossover along the panel's foot: a tick at the size, a bar over its CI (an arrow when
+    unbounded), '≤' at the smallest size and dash-dotted when extrapolated; named in the legend."""
+    import matplotlib.transforms as mtransforms
+
     c = fit.crossover
+    label = f"{enc} beats baseline: {results.crossover_text(c)}"
     if c.size is None:
-        ax.plot([], [], " ", label=f"{enc} beats baseline: {results.crossover_text(c)}")
+        ax.plot([], [], " ", label=label)
         return
+    foot = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    y = 0.04 + 0.05 * row
     if c.ci95 is not None:
-        hi = c.ci95.high if c.ci95.high is not None else ax.get_xlim()[1]
-        ax.axvspan(c.ci95.low, hi, color=colour, alpha=0.07, lw=0)
-    ax.axvline(c.size, color=colour, ls="-." if c.extrapolated else "-", lw=0.9, alpha=0.7,
-               label=f"{enc} beats baseline: {results.crossover_text(c)}")
+        hi = right if c.ci95.high is None else c.ci95.high
+        ax.plot([c.ci95.low, hi], [y, y], color=colour, lw=2.5, alpha=0.5, transform=foot, solid_capstyle="butt")
+        if c.ci95.high is None:
+            ax.plot([hi], [y], marker=">", color=colour, alpha=0.7, transform=foot)
+    ax.plot([c.size], [y], marker="|", ms=12, mew=2, color=colour, transform=foot,
+            ls="-." if c.extrapolated else "-", label=label)
 
 
 def render_png(status: api.ScalingStudyStatus, title: str) -> bytes:
@@ -67,8 +74,8 @@ def render_png(status: api.ScalingStudyStatus, title: str) -> bytes:
                         label=f"{enc} fit: {fit.a:.3g}·N^-{fit.b:.2f}+{fit.c:.3f} (R² {fit.r2:.2f})")
             elif fit is not None and len(grid):
                 ax.plot([], [], " ", label=f"{enc}: no law fitted ({fit.lack_of_fit})")
-            if fit is not None and base:
-                _mark_crossover(ax, fit, colour, base[0][1], enc)
+            if fit is not None and base and len(grid):
+                _mark_crossover(ax, fit, colour, enc, encoders.index(enc), float(grid[:, 0].max()))
         ax.set_xscale("log")
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
         ax.xaxis.set_major_formatter(plain)

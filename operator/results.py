@@ -154,7 +154,9 @@ def crossover_text(c: api.Crossover) -> str:
     """The crossover as a claim: never a number below the smallest measured size, extrapolation
     flagged, an unbounded upper limit as such."""
     ci = ""
-    if c.ci95 is not None:
+    if c.ci95 is not None and c.ci95.high == c.ci95.low:  # every plausible draw agrees: say how many
+        ci = f" ({c.share.get(c.outcome.value, 0):.0%} of draws)"
+    elif c.ci95 is not None:
         ci = f" [{_size(c.ci95.low)}, {'unbounded' if c.ci95.high is None else _size(c.ci95.high)}]"
     if c.outcome is api.CrossoverOutcome.MEASURED:
         return f"{_size(c.size)}{ci}"

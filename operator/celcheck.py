@@ -20,7 +20,9 @@ from celpy import celtypes
 
 
 @dataclasses.dataclass(frozen=True)
-class Violation:
+class Problem:
+    """A field and what is wrong with it: a broken CEL rule here, any spec problem in validation."""
+
     path: str
     message: str
 
@@ -118,14 +120,14 @@ def _node_for(rule: str, obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-def evaluate(schema: dict[str, Any], obj: Any, path: str = "") -> list[Violation]:
+def evaluate(schema: dict[str, Any], obj: Any, path: str = "") -> list[Problem]:
     """Violations of every CEL rule in ``schema`` by the (already defaulted) ``obj``."""
-    out: list[Violation] = []
+    out: list[Problem] = []
     _walk(schema, obj, path, out)
     return out
 
 
-def _walk(schema: dict[str, Any], obj: Any, path: str, out: list[Violation]) -> None:
+def _walk(schema: dict[str, Any], obj: Any, path: str, out: list[Problem]) -> None:
     if obj is None:
         return
     rules = schema.get("x-kubernetes-validations", [])
@@ -134,7 +136,7 @@ def _walk(schema: dict[str, Any], obj: Any, path: str, out: list[Violation]) -> 
             where = path + rule.get("fieldPath", "")
             error = _verdict(rule["rule"], _node_for(rule["rule"], obj), _schema_key(schema))
             if error is not None:
-                out.append(Violation(where or ".", f"{rule['message']}{error}"))
+                out.append(Problem(where or ".", f"{rule['message']}{error}"))
     if isinstance(obj, dict):
         for name, sub in schema.get("properties", {}).items():
             if name in obj:

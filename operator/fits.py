@@ -41,8 +41,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from radscale.tasks import HIGHER_IS_BETTER
+
 MIN_SIZES = 3
-HIGHER_IS_BETTER = frozenset({"auroc", "auprc", "dice", "cldice", "bleu4", "rougeL", "clinicalF1", "accuracy"})
 Z95 = 1.959963984540054
 B_MAX = 5.0
 B_MIN = 1e-6

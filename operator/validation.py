@@ -10,7 +10,6 @@ the one before passed (later layers need a well-typed object):
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import re
@@ -22,15 +21,7 @@ import pydantic
 import yaml
 
 from radscale.operator import api, celcheck, crd
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+from radscale.operator.celcheck import Problem
 
 
 class SpecError(ValueError):
@@ -117,7 +108,7 @@ def _spec_schema() -> dict[str, Any]:
 def cel_problems(spec: api.ScalingStudySpec) -> list[Problem]:
     schema = _spec_schema()
     obj = celcheck.apply_defaults(schema, spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
-    return [Problem(v.path, v.message) for v in celcheck.evaluate(schema, obj, "spec")]
+    return celcheck.evaluate(schema, obj, "spec")
 
 
 def python_problems(study: api.ScalingStudy) -> list[Problem]:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from radscale.operator.api import (
+from radscale.spec import (
     ComputeBudget,
     DatasetSpec,
     EncoderSpec,

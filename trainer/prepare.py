@@ -27,7 +27,7 @@ def run(cell: CellSpec) -> shards.PrepareReport:
         "shards": storage.absolute(cell.shards), "output": storage.absolute(cell.output)})
     ds_spec = cell.dataset
     endpoint = ds_spec.endpoint
-    cols = manifest_mod.Columns.from_spec(ds_spec.columns)
+    cols = ds_spec.columns
     options = storage.storage_options(ds_spec.uri, endpoint)
     man = manifest_mod.read_manifest(ds_spec.uri, ds_spec.manifest, cols, options)
     params = shards.PrepParams(prep_size=cell.prep_size, eval_fraction=ds_spec.split.eval_fraction,

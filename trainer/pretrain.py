@@ -196,14 +196,12 @@ class _null:
 def run(cell: CellSpec) -> CellResult:
     import fsspec
     import pyarrow.fs as pafs
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cell = localise(cell)
     check(cell)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    jobs.ray_init()
     opts = storage_options(cell.output, cell.dataset.endpoint)
     fs, root = fsspec.core.url_to_fs(cell.output, **opts)
     fs.makedirs(root, exist_ok=True)

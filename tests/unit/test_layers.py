@@ -1,4 +1,5 @@
-"""The control plane stays light: it never imports the data plane or its libraries."""
+"""The layers: the control plane never imports the data plane or its libraries, the data plane never
+imports the control plane, and the bridge (radscale/) stands on neither."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from tests.conftest import REPO
 
 HEAVY = ("torch", "ray", "timm", "triton")
 CONTROL_PLANE = sorted((REPO / "operator").rglob("*.py")) + sorted((REPO / "radscale").rglob("*.py"))
+DATA_PLANE = sorted((REPO / "trainer").rglob("*.py"))
+BRIDGE = sorted((REPO / "radscale").rglob("*.py"))
 
 
 def _imports(path) -> set[str]:
@@ -31,6 +34,26 @@ def test_control_plane_source_never_imports_the_data_plane(path):
         top = name.split(".")[0]
         assert top not in HEAVY, f"{path.name} imports {name}"
         assert not name.startswith("radscale.trainer"), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", DATA_PLANE, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_data_plane_never_imports_the_control_plane(path):
+    for name in _imports(path):
+        assert not name.startswith("radscale.operator"), f"{path.name} imports {name}: use radscale.spec/tasks"
+
+
+@pytest.mark.parametrize("path", BRIDGE, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_bridge_stands_on_neither_plane(path):
+    for name in _imports(path):
+        assert not name.startswith(("radscale.operator", "radscale.trainer")), f"{path.name} imports {name}"
+
+
+def test_importing_the_trainer_entrypoints_loads_no_control_plane_module():
+    code = ("import sys, radscale.trainer.prepare, radscale.trainer.pretrain, radscale.trainer.evaluate.job, "
+            "radscale.trainer.evaluate.sweep, radscale.trainer.evaluate.tasks\n"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith('radscale.operator'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == ""
 
 
 def test_importing_the_operator_loads_no_heavy_module():

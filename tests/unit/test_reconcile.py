@@ -306,10 +306,10 @@ def test_status_stays_bounded_for_a_big_grid():
                 for i in range(10)]
     tasks = [{"name": f"task{i}", "kind": "classification", "labels": ["nodule"]} for i in range(8)]
     doc = local(**{"spec.encoders": encoders, "spec.sizes": [100 * 2**i for i in range(10)],
-                   "spec.evaluation.tasks": tasks, "spec.computeBudget.steps": 2000,
+                   "spec.evaluation.tasks": tasks, "spec.computeBudget.steps": 2000, "spec.replicates": 3,
                    "spec.maxConcurrentCells": 64, "spec.dataset.prepSize": 224})
-    status, _ = simulate(doc, steps=200)
-    assert status.phase == api.Phase.SUCCEEDED and status.cells.total == 110
+    status, _ = simulate(doc, steps=400)
+    assert status.phase == api.Phase.SUCCEEDED and status.cells.total == 330
     size = len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json")))
     assert size < 256 * 1024, size
     assert len(status.fits) == 80

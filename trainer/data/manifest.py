@@ -20,6 +20,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from radscale.spec import ColumnsSpec
+
 LABEL_VALUES = (1, 0, -1)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -30,22 +32,8 @@ class ManifestError(ValueError):
         super().__init__(f"manifest {uri}:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
-@dataclasses.dataclass(frozen=True)
-class Columns:
-    """The manifest column names a study declares (``spec.dataset.columns``)."""
-
-    image: str = "image"
-    patient: str = "patient_id"
-    study: str = "study_id"
-    view: str = "view"
-    report: str | None = None
-    labels: tuple[str, ...] = ()
-    masks: tuple[str, ...] = ()
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> Columns:
-        return cls(image=spec.image, patient=spec.patient, study=spec.study, view=spec.view, report=spec.report,
-                   labels=tuple(spec.labels), masks=tuple(spec.masks))
+# The manifest's column names are the study's own ``spec.dataset.columns``: one shape for both planes.
+Columns = ColumnsSpec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,7 @@ def run(cell: CellSpec) -> dict[str, Any]:
     data, cached = features.load(cell)
     sweep_spec = cell.sweep
     if sweep_spec is None:
-        from radscale.operator.api import SweepSpec
+        from radscale.spec import SweepSpec
 
         sweep_spec = SweepSpec()
     todo = [t for t in cell.tasks if t.name not in result.evaluate]  # others finished in an earlier attempt

@@ -131,7 +131,6 @@ class ProbeTask(tasks.Task):
     """Findings or lines & tubes: a multi-label linear probe over the task's label columns."""
 
     kind = tasks.TaskKind.CLASSIFICATION
-    metrics = ("auroc", "auprc")
 
     def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
         super().__init__(spec, data, seed, resample_seed)

@@ -179,7 +179,6 @@ def rouge_l(generated: Sequence[str], reference: Sequence[str]) -> np.ndarray:
 
 class ReportTask(tasks.Task):
     kind = tasks.TaskKind.REPORT_GENERATION
-    metrics = ("bleu4", "rougeL", "clinicalF1")
     beam = 1
 
     def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):

@@ -38,7 +38,6 @@ class PatchDecoder(nn.Module):
 
 class SegmentTask(tasks.Task):
     kind = tasks.TaskKind.SEGMENTATION
-    metrics = ("dice", "cldice")
 
     def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
         super().__init__(spec, data, seed, resample_seed)

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from radscale.cells import TEST_DRAWS, MetricValue, TaskResult, join_uri
-from radscale.operator.api import ParamSpace, SweepSpec, TaskSpec
+from radscale.spec import ParamSpace, SweepSpec, TaskSpec
 from radscale.trainer import storage as fsio
 from radscale.trainer.evaluate import tasks
 from radscale.trainer.evaluate.features import EvalData

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from radscale.cells import TEST_DRAWS, MetricValue
-from radscale.operator.api import TaskKind, TaskSpec
+from radscale.spec import TaskSpec
+from radscale.tasks import TaskKind, metrics_of
 from radscale.trainer.evaluate import resample
 from radscale.trainer.evaluate.features import EvalData
 
@@ -127,7 +128,11 @@ class Task:
     """
 
     kind: ClassVar[TaskKind]
-    metrics: ClassVar[tuple[str, ...]]
+    metrics: ClassVar[tuple[str, ...]]  # set from the task-kind registry: never a list of its own
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.metrics = metrics_of(cls.kind)
 
     def __init__(self, spec: TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
         self.spec, self.data, self.seed, self.resample_seed = spec, data, seed, resample_seed
@@ -215,14 +220,15 @@ class Task:
             return self.test(model, draws)
 
 
-def for_spec(spec: TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0) -> Task:
-    from radscale.trainer.evaluate.probe import ProbeTask
-    from radscale.trainer.evaluate.report import ReportTask
-    from radscale.trainer.evaluate.segment import SegmentTask
+def classes() -> dict[TaskKind, type[Task]]:
+    """The task class of every registered kind (a test checks none is missing)."""
+    from radscale.trainer.evaluate import probe, report, segment  # noqa: F401  (defining them registers them)
 
-    kinds: dict[TaskKind, type[Task]] = {TaskKind.CLASSIFICATION: ProbeTask, TaskKind.SEGMENTATION: SegmentTask,
-                                         TaskKind.REPORT_GENERATION: ReportTask}
-    task = kinds[spec.kind](spec, data, seed, resample_seed)
+    return {cls.kind: cls for cls in Task.__subclasses__()}
+
+
+def for_spec(spec: TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0) -> Task:
+    task = classes()[TaskKind(spec.kind)](spec, data, seed, resample_seed)
     if spec.headline_metric not in task.metrics:
         raise ValueError(f"evaluation.tasks[{spec.name}].metric: {spec.headline_metric!r} is not a "
                          f"{spec.kind} metric; choose one of {list(task.metrics)}")

@@ -3,6 +3,7 @@
 Pure: no I/O. Each :class:`Rule` is rendered into the CRD as an ``x-kubernetes-validations``
 entry, so the API server rejects a bad ScalingStudy before the operator sees it, and the same
 rule is evaluated offline (``radscale validate``, the operator) by :mod:`radscale.operator.celcheck`.
+The rule on a task's metric is written from the task-kind registry (:mod:`radscale.tasks`).
 
 Rules that CEL cannot express (or that need facts outside the object) are Python checks in
 :mod:`radscale.operator.validation`.
@@ -11,6 +12,8 @@ Rules that CEL cannot express (or that need facts outside the object) are Python
 from __future__ import annotations
 
 import dataclasses
+
+from radscale.tasks import KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +105,10 @@ TASK_RULES = (
         ".maskColumn",
     ),
     Rule(
-        "!has(self.metric)"
-        " || (self.kind == 'classification' && self.metric in ['auroc', 'auprc'])"
-        " || (self.kind == 'segmentation' && self.metric in ['dice', 'cldice'])"
-        " || (self.kind == 'report-generation' && self.metric in ['bleu4', 'rougeL', 'clinicalF1'])",
-        "metric does not fit the task kind: classification takes auroc|auprc, "
-        "segmentation dice|cldice, report-generation bleu4|rougeL|clinicalF1",
+        "!has(self.metric) || " + " || ".join(
+            f"(self.kind == '{kind.value}' && self.metric in {list(info.names)})" for kind, info in KINDS.items()),
+        "metric does not fit the task kind: " + ", ".join(
+            f"{kind.value} takes {'|'.join(info.names)}" for kind, info in KINDS.items()),
         ".metric",
     ),
 )

@@ -99,6 +99,40 @@ def cluster_spec(study: api.ScalingStudy, res: api.StageResources, default_image
     }
 
 
+CLUSTER_SELECTOR_KEY = "ray.io/cluster"  # KubeRay's RayJobClusterSelectorKey: the RayCluster to submit to
+
+
+def admission_problems(job: dict[str, Any]) -> list[str]:
+    """What KubeRay's own admission (``ValidateRayJobSpec`` in ray-operator/controllers/ray/utils/
+    validation.go) would refuse in a RayJob's spec; empty when it would accept it. Rendering and
+    suspension are checked against it in tests, in both cluster modes."""
+    spec = job.get("spec", {})
+    shutdown = bool(spec.get("shutdownAfterJobFinishes", False))
+    selector = spec.get("clusterSelector") or {}
+    out = []
+    if spec.get("suspend") and not shutdown:
+        out.append("suspend needs shutdownAfterJobFinishes: true")
+    if not shutdown and spec.get("ttlSecondsAfterFinished", 0) > 0:
+        out.append("ttlSecondsAfterFinished needs shutdownAfterJobFinishes: true")
+    rules = (spec.get("deletionStrategy") or {}).get("deletionRules")
+    if rules and shutdown:
+        out.append("deletionStrategy.deletionRules and shutdownAfterJobFinishes are mutually exclusive")
+    if selector:
+        if spec.get("suspend"):
+            out.append("a clusterSelector RayJob cannot be suspended")
+        if not selector.get(CLUSTER_SELECTOR_KEY):
+            out.append(f"clusterSelector needs a non-empty {CLUSTER_SELECTOR_KEY!r}")
+        if spec.get("backoffLimit"):
+            out.append("a clusterSelector RayJob takes no backoffLimit (radscale owns retries)")
+    elif not spec.get("rayClusterSpec"):
+        out.append("one of rayClusterSpec or clusterSelector must be set")
+    if spec.get("backoffLimit", 0) < 0:
+        out.append("backoffLimit must be >= 0")
+    if "activeDeadlineSeconds" in spec and spec["activeDeadlineSeconds"] <= 0:
+        out.append("activeDeadlineSeconds must be > 0")
+    return out
+
+
 def labels(study: str, cell: str, stage: api.Stage, attempt: int) -> dict[str, str]:
     return {LABEL_STUDY: study, LABEL_CELL: cell, LABEL_STAGE: stage.value, LABEL_ATTEMPT: str(attempt),
             "app.kubernetes.io/managed-by": "radscale"}
@@ -126,7 +160,10 @@ def render(study: api.ScalingStudy, cell: CellSpec, name: str, owner: Owner,
         job["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=True)
     if spec.ray_cluster_selector:
         job["clusterSelector"] = dict(spec.ray_cluster_selector)
-        job.pop("shutdownAfterJobFinishes")  # the shared cluster is not ours to shut down
+        # The shared cluster is not ours to shut down, and KubeRay refuses a TTL without shutdown;
+        # backoffLimit stays unset (its default, 0): radscale owns retries in both modes.
+        for key in ("shutdownAfterJobFinishes", "ttlSecondsAfterFinished", "backoffLimit"):
+            job.pop(key)
     else:
         job["rayClusterSpec"] = cluster_spec(study, cell.resources, default_image)
     return {

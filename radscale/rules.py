@@ -115,6 +115,12 @@ TASK_RULES = (
 
 SPEC_RULES = (
     Rule(
+        "!has(self.rayClusterSelector) || ('ray.io/cluster' in self.rayClusterSelector"
+        " && self.rayClusterSelector['ray.io/cluster'] != '')",
+        "rayClusterSelector must name the RayCluster as ray.io/cluster: <name> (KubeRay submits to that key)",
+        ".rayClusterSelector",
+    ),
+    Rule(
         "self.sizes.all(n, n <= self.computeBudget.steps * self.computeBudget.globalBatchSize)",
         "budget too small: steps x globalBatchSize must cover the largest size at least once "
         "(constant compute means small subsets repeat, large ones must still be seen); raise steps",

@@ -75,6 +75,33 @@ def test_shared_cluster_uses_the_selector_and_is_not_shut_down():
     for job in jobs:
         assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "shared"}
         assert "rayClusterSpec" not in job["spec"] and "shutdownAfterJobFinishes" not in job["spec"]
+        assert "ttlSecondsAfterFinished" not in job["spec"] and "backoffLimit" not in job["spec"]
+
+
+@pytest.mark.parametrize("selector", [None, {"ray.io/cluster": "shared"}])
+def test_every_rendered_rayjob_passes_kuberays_own_admission_rules(selector):
+    doc = load_yaml(EXAMPLES / "study.yaml")
+    if selector:
+        doc = edit(doc, {"spec.rayClusterSelector": selector})
+    _, jobs = all_jobs(doc)
+    assert jobs and all(rayjob.admission_problems(j) == [] for j in jobs), \
+        [(j["metadata"]["name"], rayjob.admission_problems(j)) for j in jobs if rayjob.admission_problems(j)]
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ({"rayClusterSpec": {}, "suspend": True}, "suspend needs shutdownAfterJobFinishes"),
+    ({"rayClusterSpec": {}, "ttlSecondsAfterFinished": 600}, "ttlSecondsAfterFinished needs"),
+    ({"clusterSelector": {"ray.io/cluster": "c"}, "shutdownAfterJobFinishes": True, "suspend": True},
+     "cannot be suspended"),
+    ({"clusterSelector": {"ray.io/cluster": "c"}, "backoffLimit": 2}, "takes no backoffLimit"),
+    ({"clusterSelector": {"team": "ml"}}, "non-empty 'ray.io/cluster'"),
+    ({"rayClusterSpec": {}, "shutdownAfterJobFinishes": True,
+      "deletionStrategy": {"deletionRules": [{"policy": "DeleteCluster"}]}}, "mutually exclusive"),
+    ({}, "one of rayClusterSpec or clusterSelector"),
+])
+def test_the_admission_check_refuses_what_kuberay_refuses(spec, problem):
+    assert any(problem in p for p in rayjob.admission_problems({"spec": spec})), rayjob.admission_problems(
+        {"spec": spec})
 
 
 def obj(deployment=None, job_status=None, **extra):

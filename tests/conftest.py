@@ -64,18 +64,11 @@ def s3_endpoint() -> Iterator[str]:
     """A moto S3 server on loopback; credentials are dummies that moto accepts."""
     from moto.server import ThreadedMotoServer
 
-    from tests.support import free_port
+    from tests.support import environ, free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environ(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"):
+        yield f"http://127.0.0.1:{port}"
+        server.stop()

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, local_ray
 
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """One local Ray for the session: 2 CPUs, a capped object store, files under the test's tmp."""
-    import ray
-
-    tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay under 107 bytes
-    os.environ["RAY_TMPDIR"] = str(tmp)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway loopback cluster: no token in ~/.ray
-    ray.init(num_cpus=2, object_store_memory=256 * 1024**2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=str(tmp))
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
+    """One local Ray for the session: 2 CPUs, a capped object store, files under a short tmp."""
+    with local_ray(object_store_mb=256):
+        yield
 
 
 @pytest.fixture(scope="session")

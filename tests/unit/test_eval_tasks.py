@@ -4,12 +4,8 @@ draws and their determinism, a small seeded sweep, and the text metrics on real 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,26 +228,10 @@ def test_a_short_trial_trains(epochs):
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """A local Ray (2 CPUs, capped object store, files under a temp folder); an existing one is reused."""
-    import ray
+    from tests.support import local_ray as ray_scope
 
-    if ray.is_initialized():
+    with ray_scope(object_store_mb=128):
         yield
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # Ray's socket paths must stay under 107 bytes
-    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
-    os.environ["RAY_TMPDIR"] = str(tmp)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway loopback cluster: no token in ~/.ray
-    ray.init(num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=str(tmp))
-    yield
-    ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_sweep_with_one_seed_gives_the_same_trials_and_returns_the_best_ones_draws(local_ray, tmp_path):

@@ -232,6 +232,19 @@ class CellCounts(StatusModel):
     failed: int = 0
 
 
+HISTORY_MESSAGE_MAX = 256
+
+
+class StageAttempts(StatusModel):
+    """The attempts one stage of a cell used: kept after the cell moves on to its next stage."""
+
+    stage: Stage
+    attempts: int = Field(0, ge=0, description="RayJobs created for this stage.")
+    failures: int = Field(0, ge=0, description="Attempts of this stage that failed.")
+    last_message: str = Field("", max_length=HISTORY_MESSAGE_MAX,
+                              description="The last failure of this stage (truncated), or empty.")
+
+
 class CellStatus(StatusModel):
     """One cell (encoder x size; size 0 is the baseline)."""
 
@@ -249,6 +262,10 @@ class CellStatus(StatusModel):
     started_at: str | None = Field(None, description="When the current RayJob was created (RFC 3339).")
     # Earliest time the next attempt may start (exponential backoff after a failure).
     not_before: str | None = None
+    history: list[StageAttempts] = Field(
+        default_factory=list, max_length=len(Stage),
+        description="Attempts and failures per stage, at most one entry per stage (bounded): a failure of "
+        "pretraining stays visible after evaluation starts.")
 
 
 class Interval(StatusModel):

@@ -88,7 +88,20 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.best",
         "description": "Best encoder on the headline metric at the largest size.",
     },
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
+    {
+        "name": "Phase",
+        "type": "string",
+        "jsonPath": ".status.phase",
+        "description": "Pending, Preparing, Running, Succeeded, Failed (also for an invalid spec) or Suspended.",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "priority": 1,
+        "description": "Why the study is (not) Ready: SpecAccepted, InvalidSpec, SpecChangeRefused, "
+        "SecretNotFound.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

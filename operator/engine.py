@@ -41,6 +41,19 @@ def settings_from_env(env: Mapping[str, str]) -> reconcile.Settings:
     )
 
 
+class SecretMissing(Exception):
+    """``spec.dataset.credentialsSecret`` names a Secret that does not exist."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _not_found(exc: Exception) -> bool:
+    """A 404 from the cluster adapter (the kubernetes client's ApiException carries ``status``)."""
+    return getattr(exc, "status", None) == 404
+
+
 class Operator:
     """The effects of one reconcile: everything the handlers do, behind injectable adapters."""
 
@@ -51,13 +64,24 @@ class Operator:
         self._results: dict[tuple[str, str, str], CellResult] = {}  # finished evaluations, read once
 
     def _options(self, study: api.ScalingStudy, namespace: str) -> dict[str, Any]:
+        """fsspec options with the study's credentials; raises :class:`SecretMissing`."""
         ds = study.spec.dataset
-        creds = self.cluster.secret(namespace, ds.credentials_secret) if ds.credentials_secret else {}
+        creds = {}
+        if ds.credentials_secret:
+            try:
+                creds = self.cluster.secret(namespace, ds.credentials_secret)
+            except Exception as exc:
+                if _not_found(exc):
+                    raise SecretMissing(ds.credentials_secret) from exc
+                raise
         return storage_options(study.spec.output, ds.endpoint, creds)
 
     def _observe(self, study: api.ScalingStudy, namespace: str) -> reconcile.Observed:
         jobs = self.cluster.list_jobs(namespace, study.metadata.name)
-        options = self._options(study, namespace)
+        try:
+            options = self._options(study, namespace)
+        except SecretMissing as exc:  # the core sets Ready=False and waits; the store cannot be read
+            return reconcile.Observed(jobs=jobs, missing_secret=exc.name)
         p = plan.plan(study)
         prepared = self.store.shards_exist(plan.shards_uri(study, p.fingerprint), options)
         results: dict[str, CellResult] = {}
@@ -84,16 +108,18 @@ class Operator:
                 out[cell.name] = res
         return out
 
-    def invalid(self, body: dict[str, Any], problems: list[validation.Problem], now: dt.datetime) -> None:
+    def invalid(self, body: dict[str, Any], problems: list[validation.Problem],
+                now: dt.datetime) -> reconcile.Outcome:
+        """Patch the core's verdict on a spec that fails validation (Failed=True, one Event)."""
         meta = body["metadata"]
         status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
         message = "; ".join(str(p) for p in problems)[:30000]
-        reconcile.set_condition(status, api.ConditionType.READY, False, "InvalidSpec", message, now,
-                                meta.get("generation"))
+        outcome = reconcile.invalid(status, message, meta.get("generation"), now)
         self.cluster.patch_status(meta.get("namespace", "default"), meta["name"],
-                                  status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+                                  outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        return outcome
 
-    def reconcile(self, body: dict[str, Any], now: dt.datetime) -> reconcile.Outcome | None:
+    def reconcile(self, body: dict[str, Any], now: dt.datetime) -> reconcile.Outcome:
         """One pass for one study body (as the API server returned it)."""
         meta = body["metadata"]
         namespace = meta.get("namespace", "default")
@@ -101,9 +127,8 @@ class Operator:
         doc["metadata"] = {k: meta[k] for k in ("name", "namespace", "generation", "uid") if k in meta}
         try:
             study = _load(json.dumps(doc, sort_keys=True))
-        except validation.SpecError as exc:
-            self.invalid(body, exc.problems, now)
-            return None
+        except validation.SpecError as exc:  # only Events in the outcome: nothing to create or delete
+            return self.invalid(body, exc.problems, now)
         status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
         study = study.model_copy(update={"status": status if body.get("status") else None})
         started = time.perf_counter()

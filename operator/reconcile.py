@@ -15,7 +15,13 @@ local executor. Rules, in the order they are applied:
    later (TTL) changes nothing; a terminal cell is never re-run. A child that vanishes before a
    terminal state was seen counts as a failed attempt, unless its result is already written.
 6. A failed attempt is retried with exponential backoff, as a new RayJob with an attempt suffix,
-   up to ``spec.retries``; then the cell is Failed with KubeRay's reason. Other cells go on.
+   up to ``spec.retries``; then the cell is Failed with KubeRay's reason. Other cells go on. Each
+   stage's attempts and failures stay in the cell's ``history`` (one entry per stage).
+
+Conditions that block the whole study (an invalid spec, a refused spec change, a missing
+credentials Secret) post their Warning Event once per generation and reason: whether it was posted
+is read back from the Ready condition (reason and observedGeneration), so a resync or a restarted
+operator does not post it again.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class Observed:
     jobs: Mapping[str, dict[str, Any]]  # RayJob name -> object, for this study's labelled children
     results: Mapping[str, CellResult] = dataclasses.field(default_factory=dict)  # cell -> result.json
     prepared: bool = False  # the shards index for this fingerprint exists
+    missing_secret: str | None = None  # spec.dataset.credentialsSecret names a Secret that does not exist
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +113,38 @@ def set_condition(status: api.ScalingStudyStatus, type_: api.ConditionType, valu
                                            last_transition_time=_ts(now), observed_generation=generation))
 
 
+def _already_reported(status: api.ScalingStudyStatus, reason: str, generation: int | None) -> bool:
+    """Whether Ready already says ``reason`` for this generation (its Event was posted then)."""
+    ready = next((c for c in status.conditions if c.type is api.ConditionType.READY), None)
+    return (ready is not None and ready.status == "False" and ready.reason == reason
+            and ready.observed_generation == generation)
+
+
+def _block(status: api.ScalingStudyStatus, reason: str, message: str, now: dt.datetime,
+           generation: int | None, actions: list[Action]) -> None:
+    """Ready=False for a reason that stops the whole study; its Warning once per generation."""
+    if not _already_reported(status, reason, generation):
+        actions.append(Event("Warning", reason, message))
+    set_condition(status, api.ConditionType.READY, False, reason, message, now, generation)
+
+
+def invalid(status: api.ScalingStudyStatus | None, message: str, generation: int | None,
+            now: dt.datetime) -> Outcome:
+    """The outcome for a spec that fails validation: terminal (``Failed=True``, phase Failed) until
+    the spec changes, so ``kubectl wait --for=condition=Failed`` returns. Nothing is created or
+    deleted; children of an earlier, valid generation are left alone. The next valid generation
+    recomputes every condition and the phase, and processing resumes."""
+    s = (status or api.ScalingStudyStatus()).model_copy(deep=True)
+    actions: list[Action] = []
+    _block(s, "InvalidSpec", message, now, generation, actions)
+    s.phase = api.Phase.FAILED
+    s.observed_generation = generation
+    set_condition(s, api.ConditionType.FAILED, True, "InvalidSpec", message, now, generation)
+    set_condition(s, api.ConditionType.SUCCEEDED, False, "InvalidSpec", "the spec is invalid", now, generation)
+    set_condition(s, api.ConditionType.PROGRESSING, False, "InvalidSpec", "the spec is invalid", now, generation)
+    return Outcome(actions, s)
+
+
 class _Run:
     """One reconcile pass; holds the working copy and the actions collected."""
 
@@ -145,7 +184,19 @@ class _Run:
             CellState.RUNNING, name, _ts(self.now), None, None)
         self.event("Normal", "JobCreated", f"{cs.name}: {cs.stage} attempt {cs.attempts} as RayJob {name}")
 
+    def record(self, cs: api.CellStatus, message: str | None = None) -> None:
+        """Fold the current stage's attempts into the cell's history (one entry per stage)."""
+        entry = next((h for h in cs.history if h.stage == cs.stage), None)
+        if entry is None:
+            entry = api.StageAttempts(stage=cs.stage)
+            cs.history.append(entry)
+        entry.attempts, entry.failures = cs.attempts, cs.failures
+        if message is not None:
+            cut = api.HISTORY_MESSAGE_MAX
+            entry.last_message = message if len(message) <= cut else message[:cut - 3] + "..."
+
     def stage_done(self, cs: api.CellStatus, cell: plan.Cell | None) -> None:
+        self.record(cs)
         later = [s for s in (cell.stages if cell else (Stage.PREPARE,)) if s != cs.stage]
         nxt = later[0] if cs.stage is Stage.PRETRAIN and later else None
         self.event("Normal", "StageSucceeded", f"{cs.name}: {cs.stage} succeeded")
@@ -158,6 +209,7 @@ class _Run:
     def stage_failed(self, cs: api.CellStatus, reason: str, message: str) -> None:
         cs.failures += 1
         text = f"{reason}: {message}" if message else reason
+        self.record(cs, f"attempt {cs.attempts}: {text}")
         if cs.failures <= self.spec.retries:
             cs.state, cs.not_before = CellState.RETRYING, _ts(self.backoff(cs.failures))
             cs.message = f"attempt {cs.attempts} failed ({text}); retry {cs.failures}/{self.spec.retries} after backoff"
@@ -204,13 +256,24 @@ class _Run:
         if changed and started:
             msg = (f"{' and '.join(changed)} changed after cells ran; finished cells would no longer be "
                    "comparable. Revert the change, or create a new ScalingStudy")
-            set_condition(s, api.ConditionType.READY, False, "SpecChangeRefused", msg, self.now, self.gen)
-            self.event("Warning", "SpecChangeRefused", msg)
+            _block(s, "SpecChangeRefused", msg, self.now, self.gen, self.actions)
             return True
         s.dataset_fingerprint, s.budget_key = fp, bk
         set_condition(s, api.ConditionType.READY, True, "SpecAccepted", "", self.now, self.gen)
         s.observed_generation = self.gen
         return False
+
+    def secret_missing(self) -> bool:
+        """Without the credentials Secret neither shards nor results can be read: wait for it,
+        changing nothing else (the next pass after it appears goes on where this one stopped)."""
+        name = self.obs.missing_secret
+        if name is None:
+            return False
+        msg = (f"spec.dataset.credentialsSecret names Secret {name!r}, which does not exist in namespace "
+               f"{self.study.metadata.namespace or 'default'!r}; create it (keys AWS_ACCESS_KEY_ID and "
+               "AWS_SECRET_ACCESS_KEY) or fix the name")
+        _block(self.status, "SecretNotFound", msg, self.now, self.gen, self.actions)
+        return True
 
     def merge_cells(self) -> dict[str, plan.Cell]:
         cells = {c.name: c for c in self.plan.cells}
@@ -243,7 +306,7 @@ class _Run:
 
     def run(self) -> Outcome:
         s = self.status
-        if self.spec_change_refused():
+        if self.secret_missing() or self.spec_change_refused():
             return Outcome(self.actions, s)
         cells = self.merge_cells()
         if self.spec.suspend:

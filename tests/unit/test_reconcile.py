@@ -334,3 +334,86 @@ def test_unchanged_curves_are_not_refitted(monkeypatch):
     cells.append(api.CellStatus(name="c800", encoder="dino", size=800, stage="evaluate", state="Succeeded"))
     res["c800"] = fake_result(study, cells[-1], rng)
     assert len(results.analyse(study.spec, cells, res)[1]) == 1 and len(calls) == 2
+
+
+# ---- issue 15: blocking conditions post once; invalid specs are terminal; attempts are kept ----------
+
+
+def events(out, reason=None):
+    return [a for a in out.actions if isinstance(a, reconcile.Event) and (reason is None or a.reason == reason)]
+
+
+def test_a_missing_credentials_secret_blocks_the_study_posts_once_and_recovers():
+    doc = local(**{"spec.dataset.credentialsSecret": "cxr-s3"})
+    study = study_of(doc)
+    out = reconcile.reconcile(study, Observed(jobs={}, missing_secret="cxr-s3"), T0, CFG)
+    ready = cond(out.status, "Ready")
+    assert ready.status == "False" and ready.reason == "SecretNotFound" and ready.observed_generation == 1
+    assert "spec.dataset.credentialsSecret" in ready.message and "'cxr-s3'" in ready.message
+    assert not creates(out) and [e.type for e in events(out)] == ["Warning"]
+    again = reconcile.reconcile(study_of(doc, out.status), Observed(jobs={}, missing_secret="cxr-s3"),
+                                T0 + dt.timedelta(seconds=30), CFG)
+    assert not again.actions, "a resync does not post the Event again"
+    back = reconcile.reconcile(study_of(doc, again.status), Observed(jobs={}, prepared=True),
+                               T0 + dt.timedelta(seconds=60), CFG)
+    assert cond(back.status, "Ready").status == "True" and creates(back)
+    # deleted again later: a new transition, so a new Event
+    gone = reconcile.reconcile(study_of(doc, back.status), Observed(jobs={}, missing_secret="cxr-s3"),
+                               T0 + dt.timedelta(seconds=90), CFG)
+    assert len(events(gone, "SecretNotFound")) == 1 and not creates(gone) and not deletes(gone)
+
+
+def test_a_refused_spec_change_posts_its_event_once_per_generation():
+    first = run_once(local(), {})
+    changed = local(**{"spec.computeBudget.steps": 80})
+    out = run_once(changed, {}, first.status, generation=2)
+    assert len(events(out, "SpecChangeRefused")) == 1
+    for i in range(3):  # resyncs, or a restarted operator reading the status back
+        out = run_once(changed, {}, out.status, now=T0 + dt.timedelta(seconds=30 * (i + 1)), generation=2)
+        assert not events(out, "SpecChangeRefused")
+        assert cond(out.status, "Ready").reason == "SpecChangeRefused"
+    again = run_once(local(**{"spec.computeBudget.steps": 90}), {}, out.status, generation=3)
+    assert len(events(again, "SpecChangeRefused")) == 1, "a new generation is refused anew"
+
+
+def test_an_invalid_spec_is_terminal_failed_posts_once_and_a_fix_resumes():
+    msg = "spec.sizes: sizes must be unique and strictly increasing"
+    out = reconcile.invalid(None, msg, 1, T0)
+    assert out.status.phase == api.Phase.FAILED and out.status.observed_generation == 1
+    failed = cond(out.status, "Failed")
+    assert failed.status == "True" and failed.reason == "InvalidSpec" and "spec.sizes" in failed.message
+    assert cond(out.status, "Ready").reason == "InvalidSpec" and cond(out.status, "Succeeded").status == "False"
+    assert [(e.type, e.reason) for e in out.actions] == [("Warning", "InvalidSpec")]
+    assert not reconcile.invalid(out.status, msg, 1, T0 + dt.timedelta(seconds=30)).actions
+    assert len(reconcile.invalid(out.status, msg, 2, T0).actions) == 1, "a new invalid generation posts again"
+    fixed = run_once(local(), {}, out.status, generation=2)
+    assert cond(fixed.status, "Failed").status == "False" and cond(fixed.status, "Ready").status == "True"
+    assert fixed.status.phase == api.Phase.RUNNING and creates(fixed)
+
+
+def test_a_pretrain_failure_stays_in_the_cell_history_after_evaluation_starts():
+    first = run_once(local(), {})
+    long = "x" * 5000
+    failed = run_once(local(), {"cxr-local-dino-base-ev": job("Running", "RUNNING"),
+                                "cxr-local-dino-100-pt": job("Failed", "FAILED", reason="AppFailed", message=long)},
+                      first.status)
+    c = cell(failed.status, "cxr-local-dino-100")
+    assert [(h.stage, h.attempts, h.failures) for h in c.history] == [(api.Stage.PRETRAIN, 1, 1)]
+    assert c.history[0].last_message.startswith("attempt 1: AppFailed") and len(c.history[0].last_message) <= 256
+    assert creates(failed) == ["cxr-local-dino-200-pt"]  # the freed slot; finishing it frees one for the retry
+    retry = run_once(local(), {"cxr-local-dino-base-ev": job("Running", "RUNNING"),
+                               "cxr-local-dino-200-pt": job("Complete", "SUCCEEDED")}, failed.status,
+                     now=T0 + dt.timedelta(seconds=31))
+    assert "cxr-local-dino-100-pt-a1" in creates(retry)
+    done = run_once(local(), {"cxr-local-dino-base-ev": job("Running", "RUNNING"),
+                              "cxr-local-dino-100-pt-a1": job("Complete", "SUCCEEDED")}, retry.status,
+                    now=T0 + dt.timedelta(seconds=60))
+    c = cell(done.status, "cxr-local-dino-100")
+    assert c.stage == api.Stage.EVALUATE and c.attempts == 1 and c.failures == 0  # the new stage's counters
+    pre = [h for h in c.history if h.stage == api.Stage.PRETRAIN]
+    assert len(pre) == 1 and (pre[0].attempts, pre[0].failures) == (2, 1) and "AppFailed" in pre[0].last_message
+    # the status round-trips through the CRD's JSON shape
+    dumped = done.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    hist = next(x for x in dumped["cellStatus"] if x["name"] == "cxr-local-dino-100")["history"]
+    assert hist[0]["stage"] == "pretrain" and hist[0]["lastMessage"]
+    assert api.ScalingStudyStatus.model_validate(dumped) == done.status

@@ -25,8 +25,15 @@ class Problem:
 
     path: str
     message: str
+    given: str | None = None  # the offending value, quoted: for the user's terminal only
 
     def __str__(self) -> str:
+        return f"{self.path}: {self.message}" + (f" (got {self.given})" if self.given else "")
+
+    @property
+    def brief(self) -> str:
+        """Field and problem without the value: what the operator writes to conditions and Events,
+        which log stores copy (a spec's values may name a patient)."""
         return f"{self.path}: {self.message}"
 
 

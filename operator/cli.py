@@ -4,7 +4,7 @@
     radscale crd [--docs]            the CRD YAML (or the API reference markdown) on stdout
     radscale plan FILE [--json]      the planned cells and their RayJobs
     radscale plan FILE --cell NAME [--stage S]   one cell spec, as its RayJob receives it
-    radscale phantom --out DIR --images N [--seed S] [--size PX]   a phantom chest X-ray corpus
+    radscale phantom --out DIR --images N [--seed S] [--size PX] [--version 2] [--style foreign]   a phantom corpus
     radscale run FILE [--status-out F] [--num-cpus N] [--no-dashboard]   the whole study on local Ray
     radscale --version
 """
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from radscale import __version__
-from radscale.operator import api, crd, plan, validation
+from radscale.operator import api, crd, logs, plan, validation
 
 
 def _studies(path: str) -> list[api.ScalingStudy]:
@@ -142,6 +142,8 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     import subprocess
 
     argv = ["--out", args.out, "--images", str(args.images), "--seed", str(args.seed), "--size", str(args.size)]
+    if args.phantom_version != 1 or args.style != "default":  # the default call stays as it always was
+        argv += ["--version", str(args.phantom_version), "--style", args.style]
     return subprocess.call([sys.executable, "-m", "radscale.trainer.data.phantom", *argv])
 
 
@@ -159,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for p in exc.problems:
                 print(f"  {p}", file=sys.stderr)
         else:
-            print(f"radscale run: {exc}", file=sys.stderr)
+            print(f"radscale run: {logs.safe_str(exc)}", file=sys.stderr)  # never what a file held
         return 2
     finally:
         view.stop()
@@ -193,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--version", dest="phantom_version", type=int, choices=(1, 2), default=1,
+                   help="phantom version: 1 the original corpus, 2 the long tail of subtypes")
+    p.add_argument("--style", choices=("default", "foreign"), default="default",
+                   help="foreign: another site's scanner look and patient mix")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("run", help="run (or resume) a whole study on local Ray, no cluster")

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from radscale.operator import api, engine, kube, reconcile
+from radscale.operator import api, engine, kube, logs, reconcile
 from radscale.operator.engine import Operator, settings_from_env
 
 __all__ = ["Operator", "settings_from_env"]
@@ -84,6 +84,10 @@ async def _run(namespace: str, name: str) -> None:
 
 @kopf.on.startup()
 def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    try:
+        logs.configure(os.environ)  # RADSCALE_LOG_LEVEL (the chart's logLevel); botocore & co. never below WARNING
+    except ValueError as exc:  # a level nobody knows: stop with the reason, not a retry loop
+        raise kopf.PermanentError(str(exc)) from exc
     settings.persistence.finalizer = "radscale.io/finalizer"
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly; not every "Handler succeeded"
     start_http_server(int(os.environ.get("RADSCALE_METRICS_PORT", "8080")))

@@ -13,7 +13,7 @@ import logging
 from typing import Any, Protocol
 
 from radscale.cells import RESULT_FILE, CellResult, join_uri
-from radscale.operator import rayjob
+from radscale.operator import logs, rayjob
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Cluster(Protocol):
 class Store(Protocol):
     def shards_exist(self, shards_uri: str, options: dict[str, Any]) -> bool: ...
     def read_result(self, output_uri: str, cell: str, options: dict[str, Any]) -> CellResult | None: ...
+    def write(self, uri: str, data: bytes, options: dict[str, Any]) -> None: ...
 
 
 class KubeCluster:
@@ -85,8 +86,30 @@ class KubeCluster:
         return {k: base64.b64decode(v).decode() for k, v in (sec.data or {}).items()}
 
 
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Storage errors that a later pass may not see: OSError (s3fs's FileExpired when the object
+    was rewritten during the read, connection resets, timeouts, throttling) and botocore's own."""
+    kinds: list[type[BaseException]] = [OSError]
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # no S3 support installed: nothing of botocore's can be raised
+        pass
+    else:
+        kinds.append(boto.BotoCoreError)
+    return tuple(kinds)
+
+
 class FsspecStore:
-    """Results and shard indexes through fsspec (s3fs for s3://)."""
+    """Results and shard indexes through fsspec (s3fs for s3://).
+
+    A result that cannot be read yet (being rewritten, storage unreachable) or that does not parse
+    (half-written, foreign) counts as not there: the next pass reads it again. Either is logged at
+    WARNING once per file (until it reads again; DEBUG meanwhile), naming the file and the error's type and fields,
+    never what the file holds (results may carry patient data).
+    """
+
+    def __init__(self) -> None:
+        self._reported: set[str] = set()  # URIs whose problem was logged at WARNING, until they read
 
     def shards_exist(self, shards_uri: str, options: dict[str, Any]) -> bool:
         import fsspec
@@ -94,16 +117,39 @@ class FsspecStore:
         fs, path = fsspec.core.url_to_fs(join_uri(shards_uri, "index.json"), **options)
         return bool(fs.exists(path))
 
+    def _report(self, uri: str, what: str, exc: BaseException) -> None:
+        level = logging.DEBUG if uri in self._reported else logging.WARNING  # once per file until it reads
+        self._reported.add(uri)
+        log.log(level, "%s %s (%s); reading it again on the next pass", what, uri, logs.describe(exc))
+
     def read_result(self, output_uri: str, cell: str, options: dict[str, Any]) -> CellResult | None:
         import fsspec
 
         uri = join_uri(output_uri, cell, RESULT_FILE)
-        fs, path = fsspec.core.url_to_fs(uri, **options)
-        if not fs.exists(path):
-            return None
-        with fs.open(path, "rt") as fh:
-            try:
-                return CellResult.model_validate(json.load(fh))
-            except ValueError as exc:  # a half-written or foreign file: report, do not crash-loop
-                log.warning("ignoring unreadable %s: %s", uri, exc)
+        try:
+            fs, path = fsspec.core.url_to_fs(uri, **options)
+            if not fs.exists(path):
                 return None
+            data = fs.cat_file(path)  # one GET: the object as it was, not parts of two versions
+        except FileNotFoundError:  # deleted between exists and the read
+            return None
+        except _transient_errors() as exc:
+            self._report(uri, "could not read", exc)
+            return None
+        try:
+            result = CellResult.model_validate(json.loads(data))
+        except ValueError as exc:  # a half-written or foreign file: report, do not crash-loop
+            self._report(uri, "ignoring unreadable", exc)
+            return None
+        self._reported.discard(uri)
+        return result
+
+    def write(self, uri: str, data: bytes, options: dict[str, Any]) -> None:
+        """A study artifact (results JSON, PNG) into its output; the folder is made if needed."""
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        parent = path.rsplit("/", 1)[0]
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, data)

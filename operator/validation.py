@@ -77,27 +77,28 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()] if model else []
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: dict[str, Any]) -> tuple[str, str | None]:
+    """(what is wrong, the offending value quoted or None)."""
     kind, msg, given = err["type"], err["msg"], err.get("input")
     if kind == "missing":
-        return "required field is missing"
+        return "required field is missing", None
     if kind == "extra_forbidden":
         field = str(err["loc"][-1])
         close = difflib.get_close_matches(field, _fields_at(tuple(err["loc"][:-1])), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "; see docs/api.md for the fields"
-        return f"unknown field {field!r}{hint}"
+        return f"unknown field {field!r}{hint}", None
     if kind == "string_pattern_mismatch":
         pattern = err.get("ctx", {}).get("pattern", "")
-        return f"{PATTERN_HELP.get(pattern, msg)} (got {given!r})"
+        return PATTERN_HELP.get(pattern, msg), repr(given)
     if kind == "value_error":
-        return msg.removeprefix("Value error, ")
+        return msg.removeprefix("Value error, "), None
     if isinstance(given, (str, int, float, bool)) and not isinstance(given, dict):
-        return f"{msg} (got {given!r})"
-    return msg
+        return msg, repr(given)
+    return msg, None
 
 
 def from_pydantic(exc: pydantic.ValidationError) -> list[Problem]:
-    return [Problem(_loc_to_path(e["loc"]) or ".", _message(e)) for e in exc.errors()]
+    return [Problem(_loc_to_path(e["loc"]) or ".", *_message(e)) for e in exc.errors()]
 
 
 @functools.cache

@@ -33,6 +33,10 @@ def render(*sets: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
 
 
+CRD_RULE = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"]}
+
+
 def of_kind(docs, kind):
     return [d for d in docs if d["kind"] == kind]
 
@@ -51,6 +55,7 @@ def test_default_install_watches_all_namespaces_with_a_cluster_role():
     assert args[-2:] == ["-m", "radscale.operator.handlers"]
     (role,) = of_kind(docs, "ClusterRole")
     assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in role["rules"]
+    assert CRD_RULE in role["rules"], "kopf lists and watches CRDs"
 
 
 def test_pod_runs_locked_down():
@@ -64,7 +69,8 @@ def test_pod_runs_locked_down():
 
 
 def test_rbac_is_least_privilege():
-    for docs in (render(), render("watchNamespaces={ml,research}")):
+    for docs in (render(), render("watchNamespaces={ml,research}"), render("rbac.secretNamespaces={ml}"),
+                 render("rbac.clusterWideSecrets=true")):
         for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
             for rule in role["rules"]:
                 assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
@@ -74,9 +80,14 @@ def test_rbac_is_least_privilege():
                     assert set(rule["verbs"]) == {"get", "list", "watch", "create", "patch", "delete"}
 
 
-def test_watched_namespaces_get_roles_not_a_cluster_role():
+def test_watched_namespaces_get_roles_and_only_crds_cluster_wide():
     docs = render("watchNamespaces={ml,research}")
-    assert not of_kind(docs, "ClusterRole")
+    (cluster_role,) = of_kind(docs, "ClusterRole")
+    assert cluster_role["rules"] == [CRD_RULE], "cluster-wide: reading CRDs (kopf watches them), nothing else"
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    for role in of_kind(docs, "Role"):
+        assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in role["rules"]
     assert sorted(r["metadata"]["namespace"] for r in of_kind(docs, "Role")) == ["ml", "research"]
     assert sorted(b["metadata"]["namespace"] for b in of_kind(docs, "RoleBinding")) == ["ml", "research"]
     (dep,) = of_kind(docs, "Deployment")
@@ -92,7 +103,8 @@ def test_service_monitor_is_optional():
 
 
 @pytest.mark.parametrize("bad", ["replicaCount=2", "metrics.port=80", "watchNamespaces={Bad_NS}", "imagee=x",
-                                 "image.pullPolicy=Sometimes"])
+                                 "image.pullPolicy=Sometimes", "logLevel=verbose", "rbac.secretNamespaces={Bad_NS}",
+                                 "rbac.clusterWideSecrets=yes", "rbac.secrets=all"])
 def test_values_schema_refuses_bad_values(bad):
     proc = helm("template", "rs", str(CHART), "--set", bad, check=False)
     assert proc.returncode != 0 and "schema" in proc.stderr.lower(), proc.stderr
@@ -110,3 +122,39 @@ def test_kustomize_base_matches_the_chart():
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
                             "ClusterRoleBinding", "Deployment", "Service"])
     assert all(d["metadata"].get("namespace", "radscale-system") == "radscale-system" for d in docs)
+
+
+def _secret_rules(role):
+    return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+
+def test_secrets_are_read_only_in_chosen_namespaces_unless_cluster_wide_is_opted_in():
+    default = render()
+    assert not any(_secret_rules(r) for r in of_kind(default, "ClusterRole")), "no cluster-wide Secrets by default"
+    assert not of_kind(default, "Role")
+
+    scoped = render("rbac.secretNamespaces={ml,research}")
+    assert not any(_secret_rules(r) for r in of_kind(scoped, "ClusterRole"))
+    roles = of_kind(scoped, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "research"]
+    assert all(r["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}] for r in roles)
+    bindings = of_kind(scoped, "RoleBinding")
+    assert sorted((b["metadata"]["namespace"], b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings) == [
+        ("ml", "Role", "rs-radscale-secrets"), ("research", "Role", "rs-radscale-secrets")]
+    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "rs-radscale", "namespace": "radscale-system"}]
+               for b in bindings)
+
+    wide = render("rbac.clusterWideSecrets=true", "rbac.secretNamespaces={ml}")
+    (role,) = of_kind(wide, "ClusterRole")
+    assert _secret_rules(role) == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert not of_kind(wide, "Role"), "cluster-wide already covers them"
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_log_level_reaches_the_operators_environment(level):
+    (dep,) = of_kind(render(f"logLevel={level}"), "Deployment")
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RADSCALE_LOG_LEVEL"] == level
+    from radscale.operator import logs
+
+    assert logs.level_from_env(env) == getattr(__import__("logging"), level.upper())

@@ -26,7 +26,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.serviceAccount.create -}}{{ default (include "radscale.fullname" .) .Values.serviceAccount.name }}{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
 
-{{/* Exactly what the operator does; no wildcards. Secrets: read only, for result/artifact access. */}}
+{{/* Exactly what the operator does; no wildcards. Secrets are separate: see radscale.secretRules. */}}
 {{- define "radscale.rules" -}}
 - apiGroups: ["radscale.io"]
   resources: ["scalingstudies"]
@@ -43,7 +43,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* Read only, for result/artifact access with a study's credentialsSecret; granted per namespace
+     unless rbac.clusterWideSecrets opts in to every namespace. */}}
+{{- define "radscale.secretRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- end -}}
+
+{{/* Cluster-scoped, whatever the namespaces watched: kopf lists and watches CRDs to follow the
+     resources it serves (without it, it warns and never notices CRD changes). */}}
+{{- define "radscale.crdRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
 {{- end -}}

@@ -327,6 +327,8 @@ class BestEncoder(StatusModel):
 class ArtifactsStatus(StatusModel):
     results: str | None = Field(None, description="URI of the full results JSON.")
     plot: str | None = Field(None, description="URI of the scaling-curve PNG.")
+    digest: str | None = Field(None, description="Key of the curves and fits the documents show; unchanged: "
+                               "nothing is rewritten.")
 
 
 class MlflowStatus(StatusModel):

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from radscale.cells import CellResult, storage_options
-from radscale.operator import api, kube, plan, reconcile, validation
+from radscale.cells import CellResult, join_uri, storage_options
+from radscale.operator import api, artifacts, kube, plan, reconcile, tracking, validation
 
 log = logging.getLogger(__name__)
 Observer = Callable[[str, str, reconcile.Outcome, float], None]
@@ -108,12 +108,39 @@ class Operator:
                 out[cell.name] = res
         return out
 
+    def publish(self, study: api.ScalingStudy, namespace: str, status: api.ScalingStudyStatus) -> None:
+        """Once a study is terminal: results.json and the PNG into its output, their URIs in
+        ``status.artifacts``, and the fits in the study's MLflow run, in both modes. Current
+        documents (same digest) are not rewritten; a store that cannot be written is retried next pass."""
+        if status.phase not in (api.Phase.SUCCEEDED, api.Phase.FAILED):
+            return
+        key = artifacts.digest(status)
+        if status.artifacts.digest == key:
+            return
+        spec = study.spec
+        try:
+            docs = artifacts.documents(study, status, self.results_of(study, namespace))
+            for uri, data in docs.items():
+                self.store.write(uri, data, self._options(study, namespace))
+        except (OSError, SecretMissing) as exc:  # the URI only: never the content
+            log.warning("could not write the results of %s/%s to %s (%s); retrying next pass", namespace,
+                        study.metadata.name, spec.output, type(exc).__name__)
+            return
+        status.artifacts = api.ArtifactsStatus(results=join_uri(spec.output, artifacts.RESULTS_FILE),
+                                               plot=join_uri(spec.output, artifacts.PLOT_FILE), digest=key)
+        status.mlflow = api.MlflowStatus(experiment=artifacts.experiment(study), url=spec.tracking.uri)
+        try:
+            tracking.log_study(spec.tracking.uri, artifacts.experiment(study), study.metadata.name, status)
+        except Exception as exc:  # MLflow down must not fail the study: the status and results.json hold it all
+            log.warning("could not log the fits of %s/%s to MLflow (%s)", namespace, study.metadata.name,
+                        type(exc).__name__)
+
     def invalid(self, body: dict[str, Any], problems: list[validation.Problem],
                 now: dt.datetime) -> reconcile.Outcome:
         """Patch the core's verdict on a spec that fails validation (Failed=True, one Event)."""
         meta = body["metadata"]
         status = api.ScalingStudyStatus.model_validate(body.get("status") or {})
-        message = "; ".join(str(p) for p in problems)[:30000]
+        message = "; ".join(p.brief for p in problems)[:30000]  # fields, never the spec's values
         outcome = reconcile.invalid(status, message, meta.get("generation"), now)
         self.cluster.patch_status(meta.get("namespace", "default"), meta["name"],
                                   outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
@@ -138,8 +165,10 @@ class Operator:
                 self.cluster.create_job(namespace, action.manifest)
             elif isinstance(action, reconcile.DeleteJob):
                 self.cluster.delete_job(namespace, action.name)
-        self.cluster.patch_status(namespace, meta["name"],
-                                  outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        self.publish(study, namespace, outcome.status)
+        new = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if new != (body.get("status") or None):  # a resync of a settled study writes nothing
+            self.cluster.patch_status(namespace, meta["name"], new)
         if self.observer is not None:
             self.observer(namespace, meta["name"], outcome, time.perf_counter() - started)
         return outcome

@@ -29,13 +29,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from radscale.cells import PROGRESS_MARKER, CellResult, join_uri, storage_options
+from radscale.cells import PROGRESS_MARKER, join_uri, storage_options
 from radscale.operator import api, engine, kube, reconcile, validation
-from radscale.operator import tracking as tracking_mod
 
 STATUS_FILE = "status.json"
-RESULTS_FILE = "results.json"
-PLOT_FILE = "scaling-curves.png"
 NAMESPACE = "local"
 STOP_GRACE_S = 15.0
 
@@ -326,9 +323,7 @@ def resumable(status: api.ScalingStudyStatus) -> api.ScalingStudyStatus:
     """A status left by an interrupted run: what was running restarts from its checkpoints as a new
     attempt (Suspended -> Pending in the core), without using up a retry."""
     out = status.model_copy(deep=True)
-    for cs in [out.prepare, *out.cell_status]:
-        if cs is not None and cs.state is api.CellState.RUNNING:
-            cs.state, cs.ray_job, cs.message = api.CellState.SUSPENDED, None, "interrupted; resumes from checkpoints"
+    reconcile.suspend_running(out, "interrupted")  # its processes are gone already: nothing to delete
     return out
 
 
@@ -338,17 +333,6 @@ def write(uri: str, data: bytes, spec: api.ScalingStudySpec) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     fs.pipe_file(path, data)
-
-
-def artifacts(study: api.ScalingStudy, status: api.ScalingStudyStatus, results: dict[str, CellResult]) -> None:
-    """The full results (every metric of every cell) and the PNG, into the study's output."""
-    from radscale.operator import plot
-
-    spec = study.spec
-    doc = {"study": study.metadata.name, "status": status.model_dump(by_alias=True, exclude_none=True, mode="json"),
-           "cells": {k: json.loads(v.to_json()) for k, v in sorted(results.items())}}
-    write(join_uri(spec.output, RESULTS_FILE), json.dumps(doc, indent=1).encode(), spec)
-    write(join_uri(spec.output, PLOT_FILE), plot.render_png(status, f"{study.metadata.name}: data scaling"), spec)
 
 
 def load(path: str) -> api.ScalingStudy:
@@ -422,14 +406,10 @@ def _run(study: api.ScalingStudy, previous: api.ScalingStudyStatus | None, store
             status = api.ScalingStudyStatus.model_validate(cluster.body.get("status") or {})
             save(resumable(status).model_dump(by_alias=True, exclude_none=True, mode="json"))
             return 130
-    status = outcome.status
+    status = outcome.status  # the engine wrote results.json, the PNG and the MLflow fits run (publish)
     results = op.results_of(study, NAMESPACE)
-    status.artifacts = api.ArtifactsStatus(results=join_uri(spec.output, RESULTS_FILE),
-                                           plot=join_uri(spec.output, PLOT_FILE))
-    experiment = spec.tracking.experiment or f"{NAMESPACE}/{study.metadata.name}"
-    status.mlflow = api.MlflowStatus(experiment=experiment, url=store or tracking)  # the server stops; its store stays
-    tracking_mod.log_study(tracking, experiment, study.metadata.name, status)
-    artifacts(study, status, results)
+    if store:  # the loopback MLflow server stops with the run; its store stays
+        status.mlflow = status.mlflow.model_copy(update={"url": store})
     save(status.model_dump(by_alias=True, exclude_none=True, mode="json"))
     display.finish(study, status, results)
     return 0 if status.phase is api.Phase.SUCCEEDED else 1

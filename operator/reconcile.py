@@ -145,6 +145,19 @@ def invalid(status: api.ScalingStudyStatus | None, message: str, generation: int
     return Outcome(actions, s)
 
 
+def suspend_running(status: api.ScalingStudyStatus, why: str = "suspended") -> list[str]:
+    """Mark every running stage Suspended (it restarts from its checkpoints as a new attempt, without
+    using up a retry); returns the RayJobs to delete. ``spec.suspend`` and an interrupted local run
+    both come here."""
+    jobs = []
+    for cs in [status.prepare, *status.cell_status]:
+        if cs is not None and cs.state is CellState.RUNNING:
+            if cs.ray_job:
+                jobs.append(cs.ray_job)
+            cs.state, cs.ray_job, cs.message = CellState.SUSPENDED, None, f"{why}; resumes from checkpoints"
+    return jobs
+
+
 class _Run:
     """One reconcile pass; holds the working copy and the actions collected."""
 
@@ -293,11 +306,7 @@ class _Run:
         return cells
 
     def suspend(self) -> None:
-        for cs in [self.status.prepare, *self.status.cell_status]:
-            if cs is not None and cs.state is CellState.RUNNING:
-                if cs.ray_job:
-                    self.actions.append(DeleteJob(cs.ray_job))
-                cs.state, cs.ray_job, cs.message = CellState.SUSPENDED, None, "suspended; resumes from checkpoints"
+        self.actions.extend(DeleteJob(name) for name in suspend_running(self.status))
 
     def resume(self) -> None:
         for cs in [self.status.prepare, *self.status.cell_status]:

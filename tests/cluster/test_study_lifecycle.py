@@ -35,6 +35,12 @@ def test_grid_with_baselines_runs_to_succeeded(cluster: Cluster, operator, tmp_p
             assert sorted(p[0] for p in points) == [0, 100, 200, 400]  # the baseline is size 0
             for size, value, low, high in points:
                 assert abs(value - metric(encoder, int(size))) < 1e-9 and low < value < high
+    # the operator itself wrote the results and the figure, as `radscale run` does
+    art = status["artifacts"]
+    assert art["results"] == f"file://{tmp_path}/out/grid/results.json" and art["digest"]
+    results = json.loads((tmp_path / "out" / "grid" / "results.json").read_text())
+    assert sorted(results["cells"]) == sorted(cells) and results["status"]["fits"] == status["fits"]
+    assert (tmp_path / "out" / "grid" / "scaling-curves.png").read_bytes()[:4] == b"\x89PNG"
     # kubectl get renders the CRD's printer columns: Succeeded, Cells, Best
     row = cluster.kubectl("get", "scalingstudies", "--no-headers").split()
     assert row[:4] == ["grid", "True", "8/8", status["best"]], row

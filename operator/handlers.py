@@ -19,10 +19,10 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from radscale.operator import api, engine, kube, logs, reconcile
-from radscale.operator.engine import Operator, settings_from_env
+from radscale.operator import api, effects, kube, logs, reconcile
+from radscale.operator.effects import Effects, settings_from_env
 
-__all__ = ["Operator", "settings_from_env"]
+__all__ = ["Effects", "settings_from_env"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,15 @@ def _observe_metrics(namespace: str, name: str, outcome: reconcile.Outcome, seco
     RECONCILE_SECONDS.observe(seconds)
 
 
-_operator: engine.Operator | None = None
+_operator: effects.Effects | None = None
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _queued: set[tuple[str, str]] = set()
 
 
-def _get() -> engine.Operator:
+def _get() -> effects.Effects:
     global _operator
     if _operator is None:
-        _operator = engine.Operator(kube.KubeCluster(), kube.FsspecStore(), observer=_observe_metrics)
+        _operator = effects.Effects(kube.KubeCluster(), kube.FsspecStore(), observer=_observe_metrics)
     return _operator
 
 

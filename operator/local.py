@@ -1,6 +1,6 @@
 """A whole study on local Ray, no cluster: ``radscale run STUDY.yaml``.
 
-The same plan, the same reconcile core and the same effects class (:class:`engine.Operator`) as
+The same plan, the same reconcile core and the same effects class (:class:`effects.Effects`) as
 the operator, with :class:`LocalCluster` in place of the Kubernetes API: a "RayJob" is a child
 process running the very entrypoint a RayJob runs (``python -m radscale.trainer.<stage> --cell
 …``), against one local Ray cluster that the runner starts and stops (or ``$RAY_ADDRESS``). The
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from radscale.cells import PROGRESS_MARKER, join_uri, storage_options
-from radscale.operator import api, engine, kube, reconcile, validation
+from radscale.operator import api, effects, kube, reconcile, validation
 
 STATUS_FILE = "status.json"
 NAMESPACE = "local"
@@ -386,7 +386,7 @@ def _run(study: api.ScalingStudy, previous: api.ScalingStudyStatus | None, store
             display.note(f"Ray dashboard: {ray.dashboard}")
         cluster = LocalCluster(body, logs, env, ray.dashboard, save)
         settings = reconcile.Settings(backoff_base_s=opts.retry_backoff_s, backoff_max_s=60.0, vanish_grace_s=30.0)
-        op = engine.Operator(cluster, kube.FsspecStore(), settings)
+        op = effects.Effects(cluster, kube.FsspecStore(), settings)
         try:
             outcome = None
             while True:

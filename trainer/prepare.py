@@ -54,7 +54,7 @@ def _cluster() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from radscale.trainer import jobs
+    from radscale.trainer import entrypoints
 
     def go(cell: CellSpec) -> dict:
         report = run(cell)
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": report.eval_images, "bytesWritten": report.bytes_written,
                 "seconds": round(report.seconds, 2)}
 
-    return jobs.main(argv, prog="python -m radscale.trainer.prepare", doc=__doc__, run=go,
-                     bad_input=(jobs.CellError, manifest_mod.ManifestError, ValueError))
+    return entrypoints.main(argv, prog="python -m radscale.trainer.prepare", doc=__doc__, run=go,
+                     bad_input=(entrypoints.CellError, manifest_mod.ManifestError, ValueError))
 
 
 if __name__ == "__main__":

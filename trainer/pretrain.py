@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from radscale.cells import CellResult, CellSpec, PretrainResult, storage_options
-from radscale.trainer import jobs
-from radscale.trainer.jobs import CellError, localise
+from radscale.trainer import entrypoints
+from radscale.trainer.entrypoints import CellError, localise
 
 __all__ = ["CellError", "check", "localise", "main", "run", "train_loop"]
 
@@ -51,7 +51,7 @@ def check(cell: CellSpec) -> dict[str, Any]:
         raise CellError(f"stage: this entrypoint runs pretrain cells, got {cell.stage!r}")
     if cell.encoder is None or cell.size <= 0:
         raise CellError("encoder/size: a pretrain cell needs an encoder and a size > 0 (baselines only evaluate)")
-    index = jobs.read_index(cell)
+    index = entrypoints.read_index(cell)
     pool = int(index["pool"])
     if cell.size > pool:
         raise CellError(f"size: {cell.size} exceeds the prepared pool of {pool} images; lower spec.sizes")
@@ -61,7 +61,7 @@ def check(cell: CellSpec) -> dict[str, Any]:
     if cell.encoder.paradigm in ("clip", "unicl") and not cell.dataset.columns.report:
         raise CellError(f"encoder.paradigm: {cell.encoder.paradigm} needs reports; set dataset.columns.report "
                         "or use paradigm dino")
-    jobs.check_weights(cell, "fix encoders[].init or its credentials")
+    entrypoints.check_weights(cell, "fix encoders[].init or its credentials")
     return index
 
 
@@ -111,7 +111,7 @@ def train_loop(config: dict[str, Any]) -> None:
     gbs = per_worker * world
     step = position["step"]  # the stream offset is step x gbs at any world size: the same order on resume
     chaos = config.get("chaos") or {}
-    client = jobs.mlflow_client(config.get("tracking_uri")) if config.get("run_id") else None
+    client = entrypoints.mlflow_client(config.get("tracking_uri")) if config.get("run_id") else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     window_start, window_images, last_loss = time.perf_counter(), 0, float("nan")
 
@@ -138,7 +138,7 @@ def train_loop(config: dict[str, Any]) -> None:
         metrics = {"step": step, "epoch": step * gbs / cell.size, "loss": last_loss, "lr": lr, "weight_decay": wd,
                    "resumed_from": resumed_from, **extra}
         if rank == 0 and (step % max(1, steps // 100) == 0 or step == steps):
-            jobs.progress(step, steps, loss=round(last_loss, 4))
+            entrypoints.progress(step, steps, loss=round(last_loss, 4))
         if step % LOG_EVERY == 0 or step % every == 0 or step == steps:
             elapsed = time.perf_counter() - window_start
             metrics["images_per_s"] = window_images / max(elapsed, 1e-9)
@@ -146,7 +146,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             window_start, window_images = time.perf_counter(), 0
             if client is not None and rank == 0:
-                client.log_batch(config["run_id"], metrics=jobs.mlflow_metrics(metrics, step))
+                client.log_batch(config["run_id"], metrics=entrypoints.mlflow_metrics(metrics, step))
         if step % every == 0 or step == steps:
             _report(metrics, rank, model, optimizer, objective, position,
                     f"{cell.namespace}-{cell.study}-{cell.cell}")
@@ -201,11 +201,11 @@ def run(cell: CellSpec) -> CellResult:
 
     cell = localise(cell)
     check(cell)
-    jobs.ray_init()
+    entrypoints.ray_init()
     opts = storage_options(cell.output, cell.dataset.endpoint)
     fs, root = fsspec.core.url_to_fs(cell.output, **opts)
     fs.makedirs(root, exist_ok=True)
-    tracking_uri, run_id = jobs.mlflow_run(cell, {
+    tracking_uri, run_id = entrypoints.mlflow_run(cell, {
         "paradigm": cell.encoder.paradigm, "model": cell.encoder.model, "steps": cell.budget.steps,
         "global_batch_size": cell.budget.global_batch_size, "lr": cell.encoder.optimizer.lr,
         "workers": cell.resources.workers})
@@ -241,12 +241,12 @@ def run(cell: CellSpec) -> CellResult:
     # Counted over the row ids the stream gave steps [0, steps) (the row_id column only, no pixels).
     data = PreparedDataset(cell.shards, endpoint=cell.dataset.endpoint)
     distinct = data.distinct_rows(cell.size, samples, seed=cell.run_seed)
-    out = jobs.read_result(cell)
+    out = entrypoints.read_result(cell)
     out.pretrain = PretrainResult(steps=steps, epochs=samples / cell.size, images_seen=samples,
                                   distinct_images=distinct, final_loss=metrics.get("loss"),
                                   wall_seconds=wall, encoder=cell.encoder_uri)
     out.mlflow_run_id = run_id or out.mlflow_run_id
-    jobs.write_result(cell, out)
+    entrypoints.write_result(cell, out)
     return out
 
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"pretrain": result.pretrain.model_dump(mode="json"),
                 "resumedFrom": last_metrics.get("resumed_from", 0)}
 
-    return jobs.main(argv, prog="python -m radscale.trainer.pretrain", doc=__doc__, run=go)
+    return entrypoints.main(argv, prog="python -m radscale.trainer.pretrain", doc=__doc__, run=go)
 
 
 if __name__ == "__main__":

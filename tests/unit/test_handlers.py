@@ -67,7 +67,7 @@ def body(doc, status=None, generation=1):
 
 def test_a_pass_creates_children_and_patches_status_once():
     cluster, store = FakeCluster(), FakeStore()
-    op = handlers.Operator(cluster, store, reconcile.Settings(default_image="img:1"))
+    op = handlers.Effects(cluster, store, reconcile.Settings(default_image="img:1"))
     out = op.reconcile(body(load_yaml(EXAMPLES / "study.yaml")), T0)
     assert out is not None and len(cluster.created) == 6 and len(set(cluster.created)) == 6
     assert cluster.patches == 1, "one status patch per pass"
@@ -81,7 +81,7 @@ def test_a_pass_creates_children_and_patches_status_once():
 
 def test_invalid_specs_get_a_condition_naming_the_field_and_no_children():
     cluster = FakeCluster()
-    op = handlers.Operator(cluster, FakeStore())
+    op = handlers.Effects(cluster, FakeStore())
     doc = edit(load_yaml(EXAMPLES / "study.yaml"), {"spec.sizes": [30000, 10000]})
     out = op.reconcile(body(doc), T0)  # only an Event to post (issue 15e): nothing created or deleted
     assert [a.reason for a in out.actions] == ["InvalidSpec"]
@@ -92,7 +92,7 @@ def test_invalid_specs_get_a_condition_naming_the_field_and_no_children():
 
 def test_results_are_read_for_finished_cells_once_and_reach_the_status():
     cluster, store = FakeCluster(), FakeStore()
-    op = handlers.Operator(cluster, store)
+    op = handlers.Effects(cluster, store)
     doc = load_yaml(EXAMPLES / "study-local.yaml")
     first = op.reconcile(body(doc), T0)
     name = "cxr-local-dino-base-ev"
@@ -149,7 +149,7 @@ class SecretlessCluster(FakeCluster):
 def test_a_missing_credentials_secret_sets_ready_false_once_and_the_next_pass_recovers():
     cluster, store = SecretlessCluster(), FakeStore()
     cluster.secrets = {}
-    op = handlers.Operator(cluster, store)
+    op = handlers.Effects(cluster, store)
     doc = load_yaml(EXAMPLES / "study.yaml")
     out = op.reconcile(body(doc), T0)
     ready = next(c for c in cluster.status["conditions"] if c["type"] == "Ready")
@@ -170,7 +170,7 @@ def test_other_secret_errors_are_not_taken_for_a_missing_secret():
         def secret(self, namespace, name):
             raise RuntimeError("API server unreachable")
 
-    op = handlers.Operator(Broken(), FakeStore())
+    op = handlers.Effects(Broken(), FakeStore())
     try:
         op.reconcile(body(load_yaml(EXAMPLES / "study.yaml")), T0)
     except RuntimeError as exc:
@@ -181,7 +181,7 @@ def test_other_secret_errors_are_not_taken_for_a_missing_secret():
 
 def test_an_invalid_spec_is_failed_with_one_event_per_generation_and_a_fix_resumes():
     cluster = FakeCluster()
-    op = handlers.Operator(cluster, FakeStore())
+    op = handlers.Effects(cluster, FakeStore())
     good = load_yaml(EXAMPLES / "study.yaml")
     bad = edit(good, {"spec.sizes": [30000, 10000]})
     first = op.reconcile(body(bad), T0)
@@ -235,7 +235,7 @@ def test_a_result_rewritten_during_the_read_is_read_again_next_pass(caplog):
     flaky = _FlakyMemory.install()
     out = "flakymem://issue15c/out"
     cluster, store = FakeCluster(), kube.FsspecStore()
-    op = handlers.Operator(cluster, store)
+    op = handlers.Effects(cluster, store)
     doc = edit(load_yaml(EXAMPLES / "study-local.yaml"), {"spec.output": out})
     from radscale.operator import plan, validation
 
@@ -315,7 +315,7 @@ def test_a_finished_study_publishes_results_and_plot_once_and_a_resync_writes_no
     rng = random.Random(0)
     store.results = {cs.name: fake_result(study, cs, rng) for cs in final.cell_status}
     done = json.loads(json.dumps(final.model_dump(by_alias=True, exclude_none=True, mode="json")))
-    op = handlers.Operator(cluster, store, reconcile.Settings(default_image="img:1"))
+    op = handlers.Effects(cluster, store, reconcile.Settings(default_image="img:1"))
     op.reconcile(body(doc, done), T0)
     assert sorted(u.rsplit("/", 1)[-1] for u in store.written) == ["results.json", "scaling-curves.png"]
     art = cluster.status["artifacts"]

@@ -49,7 +49,7 @@ def test_the_bridge_stands_on_neither_plane(path):
 
 
 def test_importing_the_trainer_entrypoints_loads_no_control_plane_module():
-    code = ("import sys, radscale.trainer.prepare, radscale.trainer.pretrain, radscale.trainer.evaluate.job, "
+    code = ("import sys, radscale.trainer.prepare, radscale.trainer.pretrain, radscale.trainer.evaluate.stage, "
             "radscale.trainer.evaluate.sweep, radscale.trainer.evaluate.tasks\n"
             "print(','.join(sorted(m for m in sys.modules if m.startswith('radscale.operator'))))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -1,7 +1,7 @@
-"""``python -m radscale.trainer.evaluate --cell CELL``: see :mod:`radscale.trainer.evaluate.job`."""
+"""``python -m radscale.trainer.evaluate --cell CELL``: see :mod:`radscale.trainer.evaluate.stage`."""
 
 import sys
 
-from radscale.trainer.evaluate.job import main
+from radscale.trainer.evaluate.stage import main
 
 sys.exit(main())

@@ -54,7 +54,7 @@ def _not_found(exc: Exception) -> bool:
     return getattr(exc, "status", None) == 404
 
 
-class Operator:
+class Effects:
     """The effects of one reconcile: everything the handlers do, behind injectable adapters."""
 
     def __init__(self, cluster: kube.Cluster, store: kube.Store, settings: reconcile.Settings | None = None,

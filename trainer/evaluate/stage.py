@@ -1,4 +1,4 @@
-"""The evaluate stage of one cell: ``python -m radscale.trainer.evaluate --cell CELL``.
+"""The evaluate stage of one cell (its entrypoint: ``python -m radscale.trainer.evaluate --cell CELL``).
 
 Loads the cell's frozen image tower (its ``encoder.safetensors``, or the encoder's init for a
 baseline), extracts features of the probe splits once (cached beside the cell's outputs), and runs
@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from radscale.cells import EXAMPLES_DIR, CellSpec, TaskResult, join_uri
-from radscale.trainer import jobs
-from radscale.trainer.jobs import CellError
+from radscale.trainer import entrypoints
+from radscale.trainer.entrypoints import CellError
 
 __all__ = ["CellError", "check", "main", "run"]
 SCRATCH = "sweep-scratch"  # under the cell's output: the trials' test outputs, removed after the sweep
@@ -35,7 +35,7 @@ def check(cell: CellSpec) -> None:
         raise CellError("encoder: an evaluate cell needs its encoder spec")
     if not cell.tasks:
         raise CellError("tasks: no evaluation tasks; set spec.evaluation.tasks")
-    jobs.read_index(cell)
+    entrypoints.read_index(cell)
     cols = cell.dataset.columns
     for t in cell.tasks:
         missing = [lab for lab in t.labels if lab not in cols.labels]
@@ -46,7 +46,7 @@ def check(cell: CellSpec) -> None:
                             f"dataset.columns.masks {list(cols.masks)}")
         if t.kind == "report-generation" and not cols.report:
             raise CellError(f"evaluation.tasks[{t.name}]: report generation needs dataset.columns.report")
-    jobs.check_weights(cell, "fix encoders[].init" if cell.baseline else "run this cell's pretrain stage first")
+    entrypoints.check_weights(cell, "fix encoders[].init" if cell.baseline else "run this cell's pretrain stage first")
 
 
 def _log_trials(client: Any, cell: CellSpec, run_id: str, task: str, outcome: Any) -> None:
@@ -71,17 +71,17 @@ def run(cell: CellSpec) -> dict[str, Any]:
     from radscale.trainer import storage
     from radscale.trainer.evaluate import features, sweep, tasks
 
-    cell = jobs.localise(cell)
+    cell = entrypoints.localise(cell)
     check(cell)
     # the driver only extracts features: as many threads as the stage's CPUs, no oversubscription
     # of a machine that Ray's trial workers share (OpenMP spinning makes that 10x slower)
     torch.set_num_threads(max(1, cell.resources.cpus))
-    jobs.ray_init()
+    entrypoints.ray_init()
     started = time.perf_counter()
-    result = jobs.read_result(cell)
-    tracking_uri, run_id = jobs.mlflow_run(cell, {"weights": cell.weights, "trials": cell.sweep.num_samples
+    result = entrypoints.read_result(cell)
+    tracking_uri, run_id = entrypoints.mlflow_run(cell, {"weights": cell.weights, "trials": cell.sweep.num_samples
                                                   if cell.sweep else 0})
-    client = jobs.mlflow_client(tracking_uri) if run_id else None
+    client = entrypoints.mlflow_client(tracking_uri) if run_id else None
     data, cached = features.load(cell)
     sweep_spec = cell.sweep
     if sweep_spec is None:
@@ -89,7 +89,7 @@ def run(cell: CellSpec) -> dict[str, Any]:
 
         sweep_spec = SweepSpec()
     todo = [t for t in cell.tasks if t.name not in result.evaluate]  # others finished in an earlier attempt
-    jobs.progress(len(cell.tasks) - len(todo), len(cell.tasks), task=", ".join(t.name for t in todo))
+    entrypoints.progress(len(cell.tasks) - len(todo), len(cell.tasks), task=", ".join(t.name for t in todo))
     endpoint = cell.dataset.endpoint
     outcomes = sweep.run(todo, data, sweep_spec, seed=cell.run_seed, resample_seed=cell.seed,
                          scratch=join_uri(cell.output, SCRATCH), endpoint=endpoint) if todo else {}
@@ -100,12 +100,12 @@ def run(cell: CellSpec) -> dict[str, Any]:
         result.evaluate[name] = outcome.result.model_copy(update={"examples": uri})
         done.append(name)
         if client is not None:
-            client.log_batch(run_id, metrics=jobs.mlflow_metrics(
+            client.log_batch(run_id, metrics=entrypoints.mlflow_metrics(
                 {f"{name}/{k}": v.value for k, v in outcome.result.metrics.items()}, 0))
             _log_trials(client, cell, run_id, name, outcome)
     result.mlflow_run_id = run_id or result.mlflow_run_id
-    jobs.write_result(cell, result)
-    jobs.progress(len(cell.tasks), len(cell.tasks))
+    entrypoints.write_result(cell, result)
+    entrypoints.progress(len(cell.tasks), len(cell.tasks))
     return {"evaluate": {k: _headline(v) for k, v in result.evaluate.items()}, "tasksRun": done,
             "featuresCached": cached, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -116,4 +116,4 @@ def _headline(tr: TaskResult) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return jobs.main(argv, prog="python -m radscale.trainer.evaluate", doc=__doc__, run=run)
+    return entrypoints.main(argv, prog="python -m radscale.trainer.evaluate", doc=__doc__, run=run)

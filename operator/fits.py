@@ -306,7 +306,7 @@ def _crossings(laws: np.ndarray | None, curves: np.ndarray, base: np.ndarray, si
         n_star = np.where(ok, np.exp(np.minimum(log_n, 700.0)), np.inf)
         code = np.where(below, 1, np.where(n_star <= n_max, 0, np.where(n_star <= n_max * max_extrapolation, 2, 3)))
         at = np.where(code == 1, n_min, np.where(code == 3, np.inf, n_star))
-        return code, at
+        return code, np.maximum(at, n_min)  # round-off must not put a crossing below the smallest size
     logs = np.log(sizes)
     beats = curves < base[:, None]
     for i in range(d):
@@ -320,7 +320,7 @@ def _crossings(laws: np.ndarray | None, curves: np.ndarray, base: np.ndarray, si
         y0, y1 = curves[i, j - 1], curves[i, j]
         t = (y0 - base[i]) / (y0 - y1) if y0 != y1 else 1.0
         code[i], at[i] = 0, math.exp(logs[j - 1] + t * (logs[j] - logs[j - 1]))
-    return code, at
+    return code, np.clip(at, n_min, n_max)  # exp(log(N)) can round below N: never claim below N_min
 
 
 _CODES = (CrossoverOutcome.MEASURED, CrossoverOutcome.BELOW_SMALLEST, CrossoverOutcome.EXTRAPOLATED,

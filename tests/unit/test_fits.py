@@ -218,3 +218,18 @@ def test_results_without_draws_fall_back_to_their_own_cis():
         assert f.n_boot == 300
         widths.append(float(np.diff(f.point_ci95[0])[0]))
     assert widths[1] > 5 * widths[0]
+
+
+def test_a_crossing_at_the_smallest_size_never_rounds_below_it():
+    """exp(log(16)) is 15.999999999999998: an interpolated or solved crossing at N_min must read N_min."""
+    sizes = [16, 32, 64]
+    errs = [0.30, 0.25, 0.20]
+    base = fits.Replicates(np.array([0.30]))  # the curve meets the baseline exactly at 16
+    f = fits.fit_power_law(sizes, errs, baseline=base, min_r2=1.01)  # no law: interpolation
+    assert f.crossover.size is None or f.crossover.size >= 16
+    code, at = fits._crossings(None, np.array([errs]), np.array([0.30 - 1e-17]), np.array(sizes, float), 10.0)
+    assert at[0] >= 16
+    law = np.array([[1.0, 0.5, 0.05]])
+    n16 = float(fits.PowerLaw(1.0, 0.5, 0.05)(16.0))
+    code, at = fits._crossings(law, np.array([errs]), np.array([n16]), np.array(sizes, float), 10.0)
+    assert at[0] >= 16

@@ -227,9 +227,9 @@ def test_a_crossing_at_the_smallest_size_never_rounds_below_it():
     base = fits.Replicates(np.array([0.30]))  # the curve meets the baseline exactly at 16
     f = fits.fit_power_law(sizes, errs, baseline=base, min_r2=1.01)  # no law: interpolation
     assert f.crossover.size is None or f.crossover.size >= 16
-    code, at = fits._crossings(None, np.array([errs]), np.array([0.30 - 1e-17]), np.array(sizes, float), 10.0)
+    _, at = fits._crossings(None, np.array([errs]), np.array([0.30 - 1e-17]), np.array(sizes, float), 10.0)
     assert at[0] >= 16
     law = np.array([[1.0, 0.5, 0.05]])
     n16 = float(fits.PowerLaw(1.0, 0.5, 0.05)(16.0))
-    code, at = fits._crossings(law, np.array([errs]), np.array([n16]), np.array(sizes, float), 10.0)
+    _, at = fits._crossings(law, np.array([errs]), np.array([n16]), np.array(sizes, float), 10.0)
     assert at[0] >= 16

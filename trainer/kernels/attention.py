@@ -18,6 +18,7 @@ Function, the public dispatcher. The reference is in :mod:`.reference`; the benc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -230,16 +231,122 @@ def _attn_bwd_dq(
 # ---- launch helpers -----------------------------------------------------------------------
 
 
-def _blocks(head_dim: int) -> dict[str, int]:
-    # 64x64 tiles keep fp32 accumulators plus q/k/v tiles in registers for d=128 on Hopper;
-    # larger query tiles pay off for d<=64. Not autotuned: the interpreter would run every config.
-    if head_dim <= 64:
-        return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Tile sizes and launch options of one kernel."""
+
+    BLOCK_M: int
+    BLOCK_N: int
+    num_warps: int
+    num_stages: int
+
+    def launch_kwargs(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
-def _bwd_blocks(head_dim: int) -> dict[str, int]:
-    return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2 if head_dim > 64 else 3}
+@dataclasses.dataclass(frozen=True)
+class AttentionConfigs:
+    """What one forward + backward launches: the forward, the dK/dV and the dQ kernel."""
+
+    fwd: KernelConfig
+    bwd_dkdv: KernelConfig
+    bwd_dq: KernelConfig
+
+
+def _cfgs(fwd, dkdv, dq) -> AttentionConfigs:
+    return AttentionConfigs(KernelConfig(*fwd), KernelConfig(*dkdv), KernelConfig(*dq))
+
+
+# Tiles per kernel as (BLOCK_M, BLOCK_N, num_warps, num_stages): BLOCK_M tiles the queries, BLOCK_N
+# the keys. The forward and dQ kernels keep a BLOCK_M x HEAD_DIM query tile and its fp32 accumulator
+# in registers and stream keys; dK/dV keeps a BLOCK_N x HEAD_DIM key/value tile and two fp32
+# accumulators and streams queries. Chosen from CANDIDATES below, pruned by the ahead-of-time check
+# (`bench/attention.py --aot --candidates`; measured with triton 3.7.1's ptxas, tables in
+# docs/kernels.md), as the biggest tiles that keep every head dim spill-free with register headroom:
+#
+# - sm_90 (H100/H200): 8 warps = two warpgroups, so each wgmma works on a 64-row slab (wgmma's M is
+#   64 per warpgroup) and the 128-row query tiles of the forward and dQ kernels split evenly; the
+#   dK/dV kernel's 128 key rows likewise. With 4 warps the same tiles need ~230-255 registers and
+#   spill at d=128 (forward 128x64 and 128x128, dK/dV 64x64 and 64x128, dQ 128x64); with 8 warps
+#   the forward needs 98/126/184 registers at d=32/64/128 (packed) and two blocks fit an SM at d<=64.
+#   BLOCK_N 128 in the forward spills at 4 warps and leaves one block per SM at 8; 64 keeps two.
+#   Three stages, but dK/dV takes two at d=128 (three reach 255 registers).
+#   dK/dV 32x128 and dQ 128x32 are the shapes of Triton's fused-attention tutorial backward.
+# - sm_80 (A100), and every other capability (untested: they get the Ampere table): 8 warps too;
+#   at 4 warps the old 128x64 forward and 64x64 backward tiles spilled 4-172 bytes at d=64/128.
+#   dK/dV takes two stages (a third costs ~45 registers: 222 at d=64) and at d=128 a 64-row key
+#   tile (32x128 spills). Every tile stays under 99 KiB of shared memory (at most 96 KiB, at
+#   d=128), the per-block limit of sm_86/sm_89.
+# - fp32 (IEEE dots, no tensor cores: FMA units hold both operands in registers) needs small tiles
+#   on either architecture: the old 128x64 forward spilled 17-32 KB per thread.
+# - the interpreter (arch None) keeps the tiles the CPU tests have always used: the interpreter's
+#   cost grows with the number of programs, and numerics depend on tiles only through fp32
+#   summation order.
+#
+# fp16/bf16 tables: fwd, dK/dV, dQ per head dim.
+_SM90 = {32: _cfgs((128, 64, 8, 3), (32, 128, 8, 3), (128, 32, 8, 3)),
+         64: _cfgs((128, 64, 8, 3), (32, 128, 8, 3), (128, 32, 8, 3)),
+         128: _cfgs((128, 64, 8, 3), (32, 128, 8, 2), (128, 32, 8, 3))}
+_SM80 = {32: _cfgs((128, 64, 8, 3), (32, 128, 8, 2), (128, 32, 8, 3)),
+         64: _cfgs((128, 64, 8, 3), (32, 128, 8, 2), (128, 32, 8, 3)),
+         128: _cfgs((128, 64, 8, 3), (32, 64, 8, 2), (128, 32, 8, 3))}
+_FP32 = _cfgs((64, 32, 8, 2), (16, 32, 4, 2), (32, 32, 4, 2))
+_INTERPRETER = {32: _cfgs((128, 64, 4, 3), (64, 64, 4, 3), (64, 64, 4, 3)),
+                64: _cfgs((128, 64, 4, 3), (64, 64, 4, 3), (64, 64, 4, 3)),
+                128: _cfgs((64, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2))}
+
+# The search space of the tables above: Hopper-shaped (128-row tiles, 64/128 columns, 4/8 warps,
+# 2-4 stages) and Ampere-shaped tiles for fp16/bf16, small ones for fp32.
+CANDIDATES: dict[str, list[KernelConfig]] = {
+    "fwd": [KernelConfig(*c) for c in [
+        (128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4), (128, 128, 4, 2), (128, 128, 4, 3),
+        (128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 8, 4),
+        (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3)]],
+    "bwd_dkdv": [KernelConfig(*c) for c in [
+        (32, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 3), (32, 128, 4, 2), (64, 128, 4, 2),
+        (32, 128, 8, 2), (32, 128, 8, 3), (64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 8, 2), (16, 64, 8, 2)]],
+    "bwd_dq": [KernelConfig(*c) for c in [
+        (64, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2), (128, 64, 4, 2),
+        (128, 32, 8, 2), (128, 32, 8, 3), (128, 64, 8, 2), (128, 64, 8, 3)]],
+}
+FP32_CANDIDATES: dict[str, list[KernelConfig]] = {
+    "fwd": [KernelConfig(*c) for c in [(64, 64, 8, 2), (64, 32, 8, 2), (64, 32, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2)]],
+    "bwd_dkdv": [KernelConfig(*c) for c in [(32, 64, 8, 2), (16, 64, 8, 2), (32, 32, 8, 2), (32, 32, 4, 2),
+                                            (16, 32, 4, 2)]],
+    "bwd_dq": [KernelConfig(*c) for c in [(64, 32, 8, 2), (32, 32, 4, 2), (32, 16, 4, 2), (16, 32, 4, 2)]],
+}
+
+
+def configs_for(dtype: torch.dtype, head_dim: int, arch: int | None, varlen: bool) -> AttentionConfigs:
+    """The launcher's tiles for ``sm_{arch}`` (``10 * major + minor``; ``None``: the interpreter).
+
+    The one place tiles are chosen: the launchers read it, and the ahead-of-time test
+    (tests/unit/test_kernels_aot.py) compiles exactly these for sm_80 and sm_90 and fails on
+    spills, shared memory over the limit, or bf16/fp16 dots that miss the tensor cores. Dense and
+    packed (``varlen``) layouts share tiles: the packed kernels need a few more registers, and the
+    check covers both.
+    """
+    if arch is None:
+        return _INTERPRETER[head_dim]
+    if dtype == torch.float32:
+        return _FP32
+    return (_SM90 if 90 <= arch < 100 else _SM80)[head_dim]
+
+
+@functools.cache
+def _device_arch(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return 10 * major + minor
+
+
+def _arch(t: torch.Tensor) -> int | None:
+    """``10 * major + minor`` of a CUDA tensor's device; None elsewhere (the interpreter)."""
+    return _device_arch(t.device.index if t.device.index is not None else torch.cuda.current_device()) \
+        if t.is_cuda else None
+
+
+def _launch(kernel, grid, args, kwargs) -> None:
+    kernel[grid](*args, **kwargs)
 
 
 def _empty_like(t: torch.Tensor, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None):
@@ -264,7 +371,7 @@ def _geometry(q: torch.Tensor, cu_seqlens: torch.Tensor | None, max_seqlen: int 
     return q.shape[0], q.shape[1], q.shape[2]
 
 
-def _forward(q, k, v, cu_seqlens, max_seqlen, scale):
+def _forward(q, k, v, cu_seqlens, max_seqlen, scale, arch=None, launch=_launch):
     varlen = cu_seqlens is not None
     n_seq, heads, seqlen = _geometry(q, cu_seqlens, max_seqlen)
     head_dim = q.shape[-1]
@@ -275,21 +382,18 @@ def _forward(q, k, v, cu_seqlens, max_seqlen, scale):
     else:
         lse = _empty_like(q, (n_seq, heads, seqlen), torch.float32)
         lse_strides = (lse.stride(0), lse.stride(1))
-    cfg = _blocks(head_dim)
-    grid = (triton.cdiv(seqlen, cfg["BLOCK_M"]), n_seq * heads)
+    cfg = configs_for(q.dtype, head_dim, arch, varlen).fwd
+    grid = (triton.cdiv(seqlen, cfg.BLOCK_M), n_seq * heads)
     cu = cu_seqlens if varlen else q  # unused when not VARLEN
-    _attn_fwd[grid](
+    launch(_attn_fwd, grid, (
         q, k, v, o, lse, cu,
         *_strides4(q, varlen), *_strides4(k, varlen), *_strides4(v, varlen), *_strides4(o, varlen),
         *lse_strides, seqlen, scale * LOG2E,
-        H=heads, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-        VARLEN=varlen, IEEE=q.dtype == torch.float32,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    ), dict(H=heads, HEAD_DIM=head_dim, VARLEN=varlen, IEEE=q.dtype == torch.float32, **cfg.launch_kwargs()))
     return o, lse
 
 
-def _backward(do, q, k, v, o, lse, cu_seqlens, max_seqlen, scale):
+def _backward(do, q, k, v, o, lse, cu_seqlens, max_seqlen, scale, arch=None, launch=_launch):
     varlen = cu_seqlens is not None
     n_seq, heads, seqlen = _geometry(q, cu_seqlens, max_seqlen)
     head_dim = q.shape[-1]
@@ -298,18 +402,19 @@ def _backward(do, q, k, v, o, lse, cu_seqlens, max_seqlen, scale):
     delta = delta.transpose(0, 1).contiguous() if varlen else delta.contiguous()
     lse_strides = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
     dq, dk, dv = _empty_like(q), _empty_like(k), _empty_like(v)
-    cfg = _bwd_blocks(head_dim)
+    cfgs = configs_for(q.dtype, head_dim, arch, varlen)
     cu = cu_seqlens if varlen else q
-    common = dict(H=heads, HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], VARLEN=varlen,
-                  IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    common = dict(H=heads, HEAD_DIM=head_dim, VARLEN=varlen, IEEE=q.dtype == torch.float32)
     strides = (*_strides4(q, varlen), *_strides4(k, varlen), *_strides4(v, varlen), *_strides4(do, varlen),
                *lse_strides, seqlen, scale * LOG2E, scale)
     # dk/dv share k/v's strides (allocated like them), dq shares q's.
     assert dk.stride() == k.stride() and dv.stride() == v.stride() and dq.stride() == q.stride()
-    _attn_bwd_dkdv[(triton.cdiv(seqlen, cfg["BLOCK_N"]), n_seq * heads)](
-        q, k, v, do, dk, dv, lse, delta, cu, *strides, **common)
-    _attn_bwd_dq[(triton.cdiv(seqlen, cfg["BLOCK_M"]), n_seq * heads)](
-        q, k, v, do, dq, lse, delta, cu, *strides, **common)
+    cfg = cfgs.bwd_dkdv
+    launch(_attn_bwd_dkdv, (triton.cdiv(seqlen, cfg.BLOCK_N), n_seq * heads),
+           (q, k, v, do, dk, dv, lse, delta, cu, *strides), dict(common, **cfg.launch_kwargs()))
+    cfg = cfgs.bwd_dq
+    launch(_attn_bwd_dq, (triton.cdiv(seqlen, cfg.BLOCK_M), n_seq * heads),
+           (q, k, v, do, dq, lse, delta, cu, *strides), dict(common, **cfg.launch_kwargs()))
     return dq, dk, dv
 
 
@@ -321,7 +426,8 @@ class _FlashAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, cu_seqlens, max_seqlen, scale):
         # Contiguous inputs make dq/dk/dv (allocated like them) share their strides.
         q, k, v = (t.contiguous() for t in (q, k, v))
-        o, lse = _forward(q, k, v, cu_seqlens, max_seqlen, scale)
+        ctx.arch = _arch(q)
+        o, lse = _forward(q, k, v, cu_seqlens, max_seqlen, scale, arch=ctx.arch)
         ctx.save_for_backward(q, k, v, o, lse, cu_seqlens)
         ctx.max_seqlen, ctx.scale = max_seqlen, scale
         return o
@@ -329,7 +435,7 @@ class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv = _backward(do, q, k, v, o, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+        dq, dk, dv = _backward(do, q, k, v, o, lse, cu_seqlens, ctx.max_seqlen, ctx.scale, arch=ctx.arch)
         return dq, dk, dv, None, None, None
 
 

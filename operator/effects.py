@@ -119,9 +119,10 @@ class Effects:
             return
         spec = study.spec
         try:
+            options = self._options(study, namespace)
             docs = artifacts.documents(study, status, self.results_of(study, namespace))
             for uri, data in docs.items():
-                self.store.write(uri, data, self._options(study, namespace))
+                self.store.write(uri, data, options)
         except (OSError, SecretMissing) as exc:  # the URI only: never the content
             log.warning("could not write the results of %s/%s to %s (%s); retrying next pass", namespace,
                         study.metadata.name, spec.output, type(exc).__name__)

@@ -142,6 +142,20 @@ class ScalingStudySpec(Model):
         "(KubeRay clusterSelector) instead of one cluster per job.",
         min_length=1,
     )
+    queue_name: str | None = Field(
+        None, min_length=1, max_length=63, pattern=DNS1123_SUBDOMAIN,
+        description="Kueue LocalQueue for every RayJob (label kueue.x-k8s.io/queue-name). The RayJobs are "
+        "created suspended and start when Kueue admits them; a job Kueue suspends (preemption) resumes from "
+        "its checkpoints when readmitted and uses up no retry. Needs one cluster per job (no "
+        "rayClusterSelector).")
+    priority_class_name: str | None = Field(
+        None, min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN,
+        description="Kubernetes PriorityClass of every Ray pod (head and workers); Kueue takes the workload's "
+        "priority from it, for queue order and preemption.")
+    workload_priority_class_name: str | None = Field(
+        None, min_length=1, max_length=63, pattern=DNS1123_SUBDOMAIN,
+        description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class): a priority for "
+        "Kueue alone, not for the pod scheduler. Needs queueName.")
     evaluation: EvaluationSpec = Field(..., description="Evaluation tasks, sweep and baselines.")
     analysis: AnalysisSpec = sub(AnalysisSpec, "Scaling-law fits and crossovers.")
     max_concurrent_cells: int = Field(4, ge=1, le=256, description="Cap on RayJobs running at once.")
@@ -228,6 +242,8 @@ class CellCounts(StatusModel):
     total: int = 0
     pending: int = 0
     running: int = 0
+    queued: int = Field(0, description="Of the running cells, those whose RayJob is suspended: waiting for "
+                        "Kueue to admit it (or readmit it after a preemption).")
     succeeded: int = 0
     failed: int = 0
 
@@ -262,6 +278,11 @@ class CellStatus(StatusModel):
     started_at: str | None = Field(None, description="When the current RayJob was created (RFC 3339).")
     # Earliest time the next attempt may start (exponential backoff after a failure).
     not_before: str | None = None
+    job_phase: str | None = Field(
+        None, alias="jobPhase", description="Last observed jobDeploymentStatus of the current RayJob (Suspended: "
+        "queued for Kueue admission, or preempted).")
+    preemptions: int = Field(0, ge=0, description="Times Kueue suspended a running RayJob of this cell "
+                             "(each resumed from its checkpoints without using up a retry).")
     history: list[StageAttempts] = Field(
         default_factory=list, max_length=len(Stage),
         description="Attempts and failures per stage, at most one entry per stage (bounded): a failure of "

@@ -5,11 +5,13 @@ cluster per job from the stage's resources (head + worker group; credentials fro
 Secret; node selectors and tolerations passed through), or ``clusterSelector`` when the study names
 an existing RayCluster. ``backoffLimit: 0``: radscale owns retries (each attempt is a new RayJob
 that resumes from the cell's checkpoints). Children carry the study's ownerReference and
-``radscale.io/{study,cell,stage,attempt}`` labels.
+``radscale.io/{study,cell,stage,attempt}`` labels. With ``spec.queueName`` a RayJob also carries
+Kueue's queue label and is created suspended (Kueue admits by unsuspending it).
 
 Reading: a RayJob is finished when ``status.jobDeploymentStatus`` is Complete, Failed or
 ValidationFailed, and succeeded only when Complete *and* ``jobStatus`` is SUCCEEDED; ``jobStatus``
-alone is never trusted (it can read RUNNING after the deployment failed). Retrying is transient.
+alone is never trusted (it can read RUNNING after the deployment failed). Retrying is transient;
+Suspending/Suspended (queued or preempted by Kueue) is neither running nor finished.
 """
 
 from __future__ import annotations
@@ -68,8 +70,10 @@ def _env(study: api.ScalingStudy) -> list[dict[str, Any]]:
     return env
 
 
-def _pod(container: dict[str, Any], res: api.StageResources) -> dict[str, Any]:
+def _pod(container: dict[str, Any], res: api.StageResources, priority_class: str | None) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [container]}
+    if priority_class:
+        spec["priorityClassName"] = priority_class
     if res.node_selector:
         spec["nodeSelector"] = dict(res.node_selector)
     if res.tolerations:
@@ -80,13 +84,14 @@ def _pod(container: dict[str, Any], res: api.StageResources) -> dict[str, Any]:
 def cluster_spec(study: api.ScalingStudy, res: api.StageResources, default_image: str) -> dict[str, Any]:
     image = res.image or default_image
     env = _env(study)
+    priority = study.spec.priority_class_name
     # The head schedules; the workers do the work (Ray Train/Tune/Data workers, one per pod).
     head_res = api.StageResources(cpus=2, memory="8Gi", gpus_per_worker=0, node_selector=res.node_selector,
                                   tolerations=res.tolerations)
     return {
         "headGroupSpec": {
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-            "template": _pod(_container("ray-head", image, head_res, env, 0), head_res),
+            "template": _pod(_container("ray-head", image, head_res, env, 0), head_res, priority),
         },
         "workerGroupSpecs": [{
             "groupName": "workers",
@@ -94,7 +99,7 @@ def cluster_spec(study: api.ScalingStudy, res: api.StageResources, default_image
             "minReplicas": res.workers,
             "maxReplicas": res.workers,
             "rayStartParams": {},
-            "template": _pod(_container("ray-worker", image, res, env, res.gpus_per_worker), res),
+            "template": _pod(_container("ray-worker", image, res, env, res.gpus_per_worker), res, priority),
         }],
     }
 
@@ -133,9 +138,22 @@ def admission_problems(job: dict[str, Any]) -> list[str]:
     return out
 
 
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
+
+
 def labels(study: str, cell: str, stage: api.Stage, attempt: int) -> dict[str, str]:
     return {LABEL_STUDY: study, LABEL_CELL: cell, LABEL_STAGE: stage.value, LABEL_ATTEMPT: str(attempt),
             "app.kubernetes.io/managed-by": "radscale"}
+
+
+def kueue_labels(spec: api.ScalingStudySpec) -> dict[str, str]:
+    out = {}
+    if spec.queue_name:
+        out[KUEUE_QUEUE] = spec.queue_name
+        if spec.workload_priority_class_name:
+            out[KUEUE_PRIORITY] = spec.workload_priority_class_name
+    return out
 
 
 def render(study: api.ScalingStudy, cell: CellSpec, name: str, owner: Owner,
@@ -166,13 +184,16 @@ def render(study: api.ScalingStudy, cell: CellSpec, name: str, owner: Owner,
             job.pop(key)
     else:
         job["rayClusterSpec"] = cluster_spec(study, cell.resources, default_image)
+        if spec.queue_name:
+            # Kueue admits a job by unsuspending it; created running, it would start before admission.
+            job["suspend"] = True
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {
             "name": name,
             "namespace": study.metadata.namespace or "default",
-            "labels": labels(study.metadata.name, cell.cell, cell.stage, cell.attempt),
+            "labels": {**labels(study.metadata.name, cell.cell, cell.stage, cell.attempt), **kueue_labels(spec)},
             "ownerReferences": [{
                 "apiVersion": api.API_VERSION, "kind": api.KIND, "name": owner.name, "uid": owner.uid,
                 "controller": True, "blockOwnerDeletion": True,
@@ -206,6 +227,12 @@ class JobState:
     reason: str
     message: str
     dashboard_url: str | None
+    deployment: str = ""  # jobDeploymentStatus as read ("" before KubeRay wrote one)
+
+
+# A job in one of these has been admitted (by Kueue, or was never held): suspending it is a preemption.
+ACTIVE_DEPLOYMENT = ("Initializing", "Running", "Waiting", "Retrying")
+SUSPENDED_DEPLOYMENT = ("Suspending", "Suspended")
 
 
 def state(rayjob: dict[str, Any]) -> JobState:
@@ -222,10 +249,10 @@ def state(rayjob: dict[str, Any]) -> JobState:
         ok = deployment == "Complete" and job_status == "SUCCEEDED"
         if not ok and not message:
             message = f"jobDeploymentStatus {deployment}, jobStatus {job_status or 'unknown'}"
-        return JobState(JobPhase.SUCCEEDED if ok else JobPhase.FAILED, reason, message, url)
-    if deployment == "Suspended":
-        return JobState(JobPhase.SUSPENDED, reason, message, url)
+        return JobState(JobPhase.SUCCEEDED if ok else JobPhase.FAILED, reason, message, url, deployment)
+    if deployment in SUSPENDED_DEPLOYMENT:
+        return JobState(JobPhase.SUSPENDED, reason, message, url, deployment)
     if deployment == "Running":
-        return JobState(JobPhase.RUNNING, reason, message, url)
-    # "", New, Initializing, Waiting, Retrying (transient), Suspending, ...
-    return JobState(JobPhase.PENDING, reason, message, url)
+        return JobState(JobPhase.RUNNING, reason, message, url, deployment)
+    # "", New, Initializing, Waiting, Retrying (transient), ...
+    return JobState(JobPhase.PENDING, reason, message, url, deployment)

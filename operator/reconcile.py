@@ -14,7 +14,10 @@ local executor. Rules, in the order they are applied:
 5. A child's terminal state is copied into the status as soon as it is seen, so a RayJob deleted
    later (TTL) changes nothing; a terminal cell is never re-run. A child that vanishes before a
    terminal state was seen counts as a failed attempt, unless its result is already written.
-6. A failed attempt is retried with exponential backoff, as a new RayJob with an attempt suffix,
+6. A RayJob that is suspended while its cell runs (queued by Kueue, or preempted by it) is neither
+   a failure nor a retry: the cell waits, counted as queued, and a preempted job resumes from its
+   checkpoints when Kueue readmits it. Each preemption is counted and posted once.
+7. A failed attempt is retried with exponential backoff, as a new RayJob with an attempt suffix,
    up to ``spec.retries``; then the cell is Failed with KubeRay's reason. Other cells go on. Each
    stage's attempts and failures stay in the cell's ``history`` (one entry per stage).
 
@@ -154,7 +157,8 @@ def suspend_running(status: api.ScalingStudyStatus, why: str = "suspended") -> l
         if cs is not None and cs.state is CellState.RUNNING:
             if cs.ray_job:
                 jobs.append(cs.ray_job)
-            cs.state, cs.ray_job, cs.message = CellState.SUSPENDED, None, f"{why}; resumes from checkpoints"
+            cs.state, cs.ray_job, cs.job_phase = CellState.SUSPENDED, None, None
+            cs.message = f"{why}; resumes from checkpoints"
     return jobs
 
 
@@ -193,8 +197,8 @@ class _Run:
         spec = plan.cell_spec(self.study, self.plan, cell, cs.stage, attempt=cs.attempts - 1)
         manifest = rayjob.render(self.study, spec, name, self.owner, self.cfg.default_image)
         self.actions.append(CreateJob(name, manifest))
-        cs.state, cs.ray_job, cs.started_at, cs.not_before, cs.dashboard_url = (
-            CellState.RUNNING, name, _ts(self.now), None, None)
+        cs.state, cs.ray_job, cs.started_at, cs.not_before, cs.dashboard_url, cs.job_phase = (
+            CellState.RUNNING, name, _ts(self.now), None, None, None)
         self.event("Normal", "JobCreated", f"{cs.name}: {cs.stage} attempt {cs.attempts} as RayJob {name}")
 
     def record(self, cs: api.CellStatus, message: str | None = None) -> None:
@@ -217,7 +221,7 @@ class _Run:
             cs.state, cs.message = CellState.SUCCEEDED, ""
         else:  # pipelining: evaluation becomes runnable at once
             cs.stage, cs.state, cs.attempts, cs.failures, cs.message = nxt, CellState.PENDING, 0, 0, ""
-        cs.ray_job, cs.started_at = None, None
+        cs.ray_job, cs.started_at, cs.job_phase = None, None, None
 
     def stage_failed(self, cs: api.CellStatus, reason: str, message: str) -> None:
         cs.failures += 1
@@ -230,7 +234,7 @@ class _Run:
         else:
             cs.state, cs.message = CellState.FAILED, f"{cs.stage} failed after {cs.attempts} attempt(s): {text}"
             self.event("Warning", "CellFailed", f"{cs.name}: {cs.message}")
-        cs.ray_job, cs.started_at = None, None
+        cs.ray_job, cs.started_at, cs.job_phase = None, None, None
 
     def result_has(self, cs: api.CellStatus) -> bool:
         res = self.obs.results.get(cs.name)
@@ -257,6 +261,27 @@ class _Run:
             self.stage_done(cs, cell)
         elif st.phase is rayjob.JobPhase.FAILED:
             self.stage_failed(cs, st.reason, st.message)
+        else:
+            self.queueing(cs, st)
+
+    def queueing(self, cs: api.CellStatus, st: rayjob.JobState) -> None:
+        """Follow a live RayJob through admission: suspended before it was ever active is queued;
+        suspended after it was active is a preemption (no retry used; the next run resumes from
+        its checkpoints)."""
+        previous, cs.job_phase = cs.job_phase, st.deployment or None
+        queue = self.spec.queue_name
+        held = f"Kueue LocalQueue {queue!r}" if queue else "whoever suspended its RayJob"
+        if st.phase is rayjob.JobPhase.SUSPENDED:
+            if previous in rayjob.ACTIVE_DEPLOYMENT:
+                cs.preemptions += 1
+                cs.message = (f"preempted ({cs.preemptions}x): waiting for {held} to readmit it; it resumes "
+                              "from its checkpoints and uses up no retry")
+                self.event("Normal", "Preempted", f"{cs.name}: {cs.stage} RayJob {cs.ray_job} was suspended while "
+                           f"{previous.lower()}; {cs.message}")
+            elif previous not in rayjob.SUSPENDED_DEPLOYMENT:
+                cs.message = f"queued: waiting for {held} to admit it"
+        elif st.deployment in rayjob.ACTIVE_DEPLOYMENT and previous in rayjob.SUSPENDED_DEPLOYMENT:
+            cs.message = ""  # admitted
 
     # -- the pass ---------------------------------------------------------------------------------
 
@@ -366,6 +391,8 @@ class _Run:
         s.cells = api.CellCounts(
             total=len(states), succeeded=states.count(CellState.SUCCEEDED), failed=states.count(CellState.FAILED),
             running=states.count(CellState.RUNNING),
+            queued=sum(c.state is CellState.RUNNING and c.job_phase in rayjob.SUSPENDED_DEPLOYMENT
+                       for c in s.cell_status),
             pending=sum(x in (CellState.PENDING, CellState.RETRYING, CellState.SUSPENDED) for x in states))
         s.progress = f"{s.cells.succeeded}/{s.cells.total}"
         s.results, s.fits, s.best_per_task = results.summarise(self.spec, s.cell_status, self.obs.results)
@@ -390,8 +417,9 @@ class _Run:
                        f"{s.progress} cells succeeded{failures}")
         set_condition(s, api.ConditionType.SUSPENDED, self.spec.suspend, "Suspended" if self.spec.suspend
                       else "NotSuspended", "", now, gen)
+        queued = f"; {s.cells.queued} waiting for admission" if s.cells.queued else ""
         set_condition(s, api.ConditionType.PROGRESSING, not done and not self.spec.suspend,
-                      "CellsRunning" if not done else "Finished", f"{s.progress} cells succeeded", now, gen)
+                      "CellsRunning" if not done else "Finished", f"{s.progress} cells succeeded{queued}", now, gen)
         set_condition(s, api.ConditionType.SUCCEEDED, done and not failed,
                       "AllCellsSucceeded" if done and not failed else ("CellsFailed" if failed else "InProgress"),
                       f"{s.progress} cells succeeded", now, gen)

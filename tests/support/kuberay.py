@@ -5,6 +5,11 @@ Status sequence (KubeRay v1): ``Initializing`` → ``Running`` (jobStatus ``RUNN
 ``Complete`` + ``SUCCEEDED``, or ``Failed`` + ``FAILED`` with ``reason: AppFailed``. Like KubeRay,
 it can delete a finished RayJob (its TTL) right after the terminal status is written.
 
+``spec.suspend`` is honoured as KubeRay does (what Kueue drives): a job created suspended goes
+straight to ``Suspended``; an active job that is suspended goes ``Suspending`` (its Ray cluster is
+torn down, jobStatus ``STOPPED``) → ``Suspended``; unsuspended, it starts again from
+``Initializing`` with a new Ray cluster (the real trainer resumes from its checkpoints).
+
 The metrics it writes follow a known power law per encoder, so the operator's fits can be checked.
 """
 
@@ -78,6 +83,7 @@ class FakeKubeRay:
         self.errors: list[str] = []  # the controller's own failures; a test asserts there are none
         self.finished_at: dict[str, float] = {}  # RayJob name -> monotonic time of its terminal status
         self._cells: dict[str, CellSpec] = {}  # by uid: parsed once
+        self.starts: dict[str, int] = {}  # RayJob name -> Ray clusters started for it (> 1: it was suspended)
 
     async def run(self) -> None:
         res = _res()
@@ -110,8 +116,24 @@ class FakeKubeRay:
         if cell is None:
             cell = self._cells[meta["uid"]] = CellSpec.from_arg(shlex.split(job["spec"]["entrypoint"])[-1])
         b = self.behaviour
-        if track is None:
+        suspend = bool(job["spec"].get("suspend"))
+        if suspend and (track is None or track.phase in ("Initializing", "Running")):
+            active = track is not None
+            self._tracks[meta["uid"]] = _Track("Suspending" if active else "Suspended", now)
+            await self._status(job, jobDeploymentStatus="Suspending" if active else "Suspended",
+                               **({"jobStatus": "STOPPED"} if active else {}))
+        elif track is not None and track.phase == "Suspending":
+            self._tracks[meta["uid"]] = _Track("Suspended", now)
+            await self._status(job, jobDeploymentStatus="Suspended")
+        elif track is not None and track.phase == "Suspended":
+            if not suspend:  # admitted: a new Ray cluster, the job submitted again
+                self._tracks[meta["uid"]] = _Track("Initializing", now)
+                self.starts[meta["name"]] = self.starts.get(meta["name"], 0) + 1
+                await self._status(job, jobDeploymentStatus="Initializing", jobStatus="", startTime=_stamp(),
+                                   rayClusterName=f"{meta['name']}-raycluster-r{self.starts[meta['name']]}")
+        elif track is None:
             self._tracks[meta["uid"]] = _Track("Initializing", now)
+            self.starts[meta["name"]] = 1
             await self._status(job, jobDeploymentStatus="Initializing", startTime=_stamp(),
                                rayClusterName=f"{meta['name']}-raycluster-x7k2p",
                                dashboardURL=f"{meta['name']}-head-svc.{meta['namespace']}.svc.cluster.local:8265")

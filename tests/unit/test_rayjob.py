@@ -29,13 +29,15 @@ def all_jobs(doc):
 
 
 @pytest.mark.skipif(not KUBERAY_CRD.exists(), reason="../shared/reference is absent")
-@pytest.mark.parametrize("variant", ["own-clusters", "shared-cluster", "runtime-env", "local-example"])
+@pytest.mark.parametrize("variant", ["own-clusters", "shared-cluster", "runtime-env", "local-example", "kueue"])
 def test_every_rendered_rayjob_validates_against_kuberays_crd(variant):
     kuberay = yaml.safe_load(KUBERAY_CRD.read_text())
     schema = next(v for v in kuberay["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
     doc = load_yaml(EXAMPLES / ("study-local.yaml" if variant == "local-example" else "study.yaml"))
     if variant == "shared-cluster":
         doc = edit(doc, {"spec.rayClusterSelector": {"ray.io/cluster": "shared-gpu"}})
+    if variant == "kueue":
+        doc = edit(doc, {"spec.queueName": "gpu-team", "spec.priorityClassName": "research-low"})
     if variant == "runtime-env":
         doc = edit(doc, {"spec.jobs": {"env": {"NCCL_DEBUG": "WARN"}, "pip": ["einops==0.8.0"],
                                        "activeDeadlineSeconds": 86400},
@@ -78,12 +80,12 @@ def test_shared_cluster_uses_the_selector_and_is_not_shut_down():
         assert "ttlSecondsAfterFinished" not in job["spec"] and "backoffLimit" not in job["spec"]
 
 
-@pytest.mark.parametrize("selector", [None, {"ray.io/cluster": "shared"}])
-def test_every_rendered_rayjob_passes_kuberays_own_admission_rules(selector):
-    doc = load_yaml(EXAMPLES / "study.yaml")
-    if selector:
-        doc = edit(doc, {"spec.rayClusterSelector": selector})
-    _, jobs = all_jobs(doc)
+@pytest.mark.parametrize("changes", [{}, {"spec.rayClusterSelector": {"ray.io/cluster": "shared"}},
+                                     {"spec.queueName": "gpu-team"}])
+def test_every_rendered_rayjob_passes_kuberays_own_admission_rules(changes):
+    _, jobs = all_jobs(edit(load_yaml(EXAMPLES / "study.yaml"), changes))
+    if "spec.queueName" in changes:  # created suspended for Kueue, which needs shutdownAfterJobFinishes
+        assert all(j["spec"]["suspend"] and j["spec"]["shutdownAfterJobFinishes"] for j in jobs)
     assert jobs and all(rayjob.admission_problems(j) == [] for j in jobs), \
         [(j["metadata"]["name"], rayjob.admission_problems(j)) for j in jobs if rayjob.admission_problems(j)]
 
@@ -123,6 +125,7 @@ def obj(deployment=None, job_status=None, **extra):
     ("Failed", "RUNNING", rayjob.JobPhase.FAILED),  # jobStatus lies: the deployment failed
     ("Failed", None, rayjob.JobPhase.FAILED),
     ("ValidationFailed", None, rayjob.JobPhase.FAILED),
+    ("Suspending", "STOPPED", rayjob.JobPhase.SUSPENDED),  # Kueue preempted it; KubeRay tears down
     ("Suspended", None, rayjob.JobPhase.SUSPENDED),
     (None, "SUCCEEDED", rayjob.JobPhase.PENDING),  # never trust jobStatus alone
 ])

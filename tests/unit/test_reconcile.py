@@ -417,3 +417,52 @@ def test_a_pretrain_failure_stays_in_the_cell_history_after_evaluation_starts():
     hist = next(x for x in dumped["cellStatus"] if x["name"] == "cxr-local-dino-100")["history"]
     assert hist[0]["stage"] == "pretrain" and hist[0]["lastMessage"]
     assert api.ScalingStudyStatus.model_validate(dumped) == done.status
+
+
+def test_kueue_queued_and_preempted_jobs_are_no_failure_and_spend_no_retry():
+    doc = local(**{"spec.queueName": "gpu-team", "spec.priorityClassName": "research-low",
+                   "spec.workloadPriorityClassName": "batch"})
+    first = run_once(doc, {})
+    name = "cxr-local-dino-100-pt"
+    manifest = next(a.manifest for a in first.actions if isinstance(a, CreateJob) and a.name == name)
+    assert manifest["spec"]["suspend"] is True  # created suspended: Kueue admits by unsuspending
+    assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team"
+    assert manifest["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "batch"
+    pods = [manifest["spec"]["rayClusterSpec"]["headGroupSpec"],
+            *manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    assert {p["template"]["spec"]["priorityClassName"] for p in pods} == {"research-low"}
+
+    def step(status, phase, *extra):
+        return run_once(doc, {"cxr-local-dino-base-ev": job("Running", "RUNNING"), name: job(phase, *extra)}, status)
+
+    queued = step(first.status, "Suspended")
+    cs = cell(queued.status, name[:-3])
+    assert cs.state == api.CellState.RUNNING and "waiting for Kueue LocalQueue 'gpu-team'" in cs.message
+    assert queued.status.cells.queued == 1 and "1 waiting for admission" in cond(queued.status, "Progressing").message
+    admitted = step(queued.status, "Running", "RUNNING")
+    assert cell(admitted.status, name[:-3]).message == "" and admitted.status.cells.queued == 0
+    evicting = step(admitted.status, "Suspending")  # Kueue evicts: KubeRay tears the cluster down
+    assert len(events(evicting, "Preempted")) == 1
+    preempted = step(evicting.status, "Suspended")
+    cs = cell(preempted.status, name[:-3])
+    assert (cs.state, cs.preemptions, cs.failures, cs.attempts) == (api.CellState.RUNNING, 1, 0, 1)
+    assert "uses up no retry" in cs.message and not events(preempted, "Preempted")
+    again = step(preempted.status, "Suspended")  # a resync posts nothing new
+    assert not events(again, "Preempted") and cell(again.status, name[:-3]).preemptions == 1
+    readmitted = step(again.status, "Running", "RUNNING")
+    done = step(readmitted.status, "Complete", "SUCCEEDED")
+    cs = cell(done.status, name[:-3])
+    assert cs.stage == api.Stage.EVALUATE and cs.history[0].attempts == 1 and cs.history[0].failures == 0
+    assert not [a for a in done.actions if isinstance(a, DeleteJob)] and name not in creates(done)
+    assert cs.preemptions == 1  # kept across the stage change: the cell's own count
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"spec.queueName": "q", "spec.rayClusterSelector": {"ray.io/cluster": "shared"}}, "spec.queueName"),
+    ({"spec.workloadPriorityClassName": "batch"}, "spec.workloadPriorityClassName"),
+    ({"spec.queueName": "Not_A_Name"}, "spec.queueName"),
+])
+def test_bad_kueue_settings_are_refused_naming_the_field(changes, field):
+    with pytest.raises(validation.SpecError) as err:
+        validation.load_study({**local(**changes), "metadata": {"name": "cxr-local"}})
+    assert field in str(err.value)

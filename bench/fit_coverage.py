@@ -78,21 +78,30 @@ def truth_for(sizes: tuple[int, ...], rng: np.random.Generator) -> Truth:
     return Truth(law, float(law(at)))
 
 
-def simulate(truth: Truth, sizes: tuple[int, ...], replicates: int, rng: np.random.Generator, *,
-             run_sd: float = 0.02, test_sd: float = 0.01, cell_test_sd: float = 0.004, patients: int = 400,
-             draws: int = 1000) -> tuple[list[fits.Replicates], fits.Replicates]:
-    """The per-size replicates and the baseline's, with the study's shared test resamples."""
-    u = rng.normal(0, test_sd * math.sqrt(patients), patients)
-    counts = rng.multinomial(patients, np.full(patients, 1 / patients), size=draws).astype(float)
+class TestSet:
+    """One study's shared test set: patient difficulties and the study's patient resamples; each
+    cell drawn from it moves with the same patients (what an evaluate job writes)."""
 
-    def cells(err: float) -> fits.Replicates:
-        per_patient = err + rng.normal(0, run_sd, (replicates, 1)) + u[None, :] + \
-            rng.normal(0, cell_test_sd * math.sqrt(patients), (replicates, patients))
+    def __init__(self, rng: np.random.Generator, *, run_sd: float = 0.02, test_sd: float = 0.01,
+                 cell_test_sd: float = 0.004, patients: int = 400, draws: int = 1000):
+        self.rng, self.run_sd, self.cell_test_sd, self.patients = rng, run_sd, cell_test_sd, patients
+        self.u = rng.normal(0, test_sd * math.sqrt(patients), patients)
+        self.counts = rng.multinomial(patients, np.full(patients, 1 / patients), size=draws).astype(float)
+
+    def cells(self, err: float, replicates: int) -> fits.Replicates:
+        rng, p = self.rng, self.patients
+        per_patient = err + rng.normal(0, self.run_sd, (replicates, 1)) + self.u[None, :] + \
+            rng.normal(0, self.cell_test_sd * math.sqrt(p), (replicates, p))
         full = per_patient.mean(1)
-        resampled = per_patient @ counts.T / patients  # (R, draws): each draw the same patients in every cell
+        resampled = per_patient @ self.counts.T / p  # (R, draws): each draw the same patients in every cell
         return fits.Replicates(full, resampled)
 
-    return [cells(float(truth.law(n))) for n in sizes], cells(truth.baseline)
+
+def simulate(truth: Truth, sizes: tuple[int, ...], replicates: int, rng: np.random.Generator,
+             **noise: float) -> tuple[list[fits.Replicates], fits.Replicates]:
+    """The per-size replicates and the baseline's, with the study's shared test resamples."""
+    test = TestSet(rng, **noise)
+    return [test.cells(float(truth.law(n)), replicates) for n in sizes], test.cells(truth.baseline, replicates)
 
 
 def covered(ci: tuple[float, float | None] | None, value: float) -> bool:

@@ -27,9 +27,11 @@ from radscale.spec import (  # noqa: F401  (re-exported: api is the ScalingStudy
     STORAGE_URI,
     TIMM_NAME,
     WEIGHTS_URI,
+    AdaptiveSpec,
     ColumnsSpec,
     ComputeBudget,
     DatasetSpec,
+    DesignTarget,
     EncoderSpec,
     Model,
     OptimizerSpec,
@@ -114,14 +116,18 @@ class ScalingStudySpec(Model):
     validations = cel.SPEC_RULES
 
     dataset: DatasetSpec = Field(..., description="The institution's chest X-rays and manifest.")
-    sizes: Annotated[list[Annotated[int, Field(ge=1, le=1_000_000_000)]], Field(min_length=1, max_length=32)] = (
+    sizes: Annotated[list[Annotated[int, Field(ge=1, le=1_000_000_000)]], Field(min_length=1, max_length=32)] | None = (
         Field(
-            ...,
+            None,
             description="Nested pretraining-subset sizes in images, strictly increasing "
-            "(e.g. 30000, 100000, 1000000). Size N is the first N of one seeded order of the pool.",
+            "(e.g. 30000, 100000, 1000000). Size N is the first N of one seeded order of the pool. "
+            "Give sizes (a fixed grid) or adaptive.",
             json_schema_extra={"x-kubernetes-list-type": "set"},
         )
     )
+    adaptive: AdaptiveSpec | None = Field(
+        None, description="Choose every encoder's sizes by sequential design instead of a fixed grid "
+        "(an encoder's own adaptive overrides it).")
     compute_budget: ComputeBudget = Field(..., description="Steps and global batch, identical for every size.")
     replicates: int = Field(
         1, ge=1, le=8, description="Seeds per cell (encoder x size, baselines too). Replicates share the split "
@@ -170,13 +176,17 @@ class ScalingStudySpec(Model):
 
     @field_validator("sizes")
     @classmethod
-    def _increasing(cls, v: list[int]) -> list[int]:
-        for i in range(1, len(v)):
+    def _increasing(cls, v: list[int] | None) -> list[int] | None:
+        for i in range(1, len(v or ())):
             if v[i] <= v[i - 1]:
                 raise ValueError(
                     f"sizes must be unique and strictly increasing; {v[i]} at index {i} follows {v[i - 1]}"
                 )
         return v
+
+    def design_of(self, encoder: EncoderSpec) -> AdaptiveSpec | None:
+        """The sequential design of an encoder's sizes, or None for the fixed ``sizes``."""
+        return encoder.adaptive or self.adaptive
 
     @field_validator("encoders")
     @classmethod
@@ -345,6 +355,55 @@ class BestEncoder(StatusModel):
     tied: list[str] = Field(default_factory=list, description="Encoders whose 95% CIs overlap the best's.")
 
 
+class TargetCI(StatusModel):
+    """A design target's 95% interval; ``width`` is relative: (high - low) / value, and for a
+    crossover high / low - 1 (its scale is a size). Null bounds: none yet, or unbounded."""
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    width: float | None = Field(None, description="Relative width; null when unbounded or undefined.")
+
+
+class DesignDecision(StatusModel):
+    """One round of a sequential design: the cells it added and why."""
+
+    round: int = Field(..., ge=0)
+    sizes: list[int] = Field(..., max_length=64, description="One entry per cell added; a size already "
+                             "measured is one more replicate of it, 0 one more baseline evaluation.")
+    reason: str = Field("", max_length=1024)
+    before: TargetCI | None = Field(None, description="The target's CI when the round was chosen.")
+    predicted: TargetCI | None = Field(None, description="The CI the round was predicted to leave.")
+    after: TargetCI | None = Field(None, description="The CI measured once the round's cells finished.")
+    time: str
+
+
+class DesignState(enum.StrEnum):
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+DESIGN_DECISIONS_MAX = 64
+
+
+class DesignStatus(StatusModel):
+    """The sequential design of one encoder's sizes (spec.adaptive or the encoder's own)."""
+
+    encoder: str
+    target: str
+    task: str
+    metric: str
+    state: DesignState = DesignState.RUNNING
+    stop_reason: str | None = Field(None, description="TargetReached, BudgetSpent or GridExhausted.")
+    message: str = Field("", max_length=1024)
+    cells: int = Field(0, ge=0, description="Cells the design has added (baselines beyond spec.replicates "
+                       "included).")
+    max_cells: int = Field(0, ge=0)
+    current: TargetCI | None = Field(None, description="The target's CI from the finished cells.")
+    batch_rule: str = Field("", description="How a round of several cells is chosen.")
+    decisions: list[DesignDecision] = Field(default_factory=list, max_length=DESIGN_DECISIONS_MAX)
+
+
 class ArtifactsStatus(StatusModel):
     results: str | None = Field(None, description="URI of the full results JSON.")
     plot: str | None = Field(None, description="URI of the scaling-curve PNG.")
@@ -372,6 +431,8 @@ class ScalingStudyStatus(StatusModel):
     progress: str = Field("0/0", description="Cells succeeded / total (printer column).")
     best: str | None = Field(None, description="The encoder best on the most tasks (untied), or 'tie'.")
     best_per_task: list[BestEncoder] = Field(default_factory=list, description="Best encoder per task.")
+    design: list[DesignStatus] = Field(default_factory=list, max_length=16,
+                                       description="Sequential designs of sizes, one per adaptive encoder.")
     cell_status: list[CellStatus] = Field(default_factory=list)
     results: Curves = Field(default_factory=dict)
     fits: list[FitStatus] = Field(default_factory=list)

@@ -343,6 +343,18 @@ def _crossover(point_code: int, point_at: float, codes: np.ndarray, ats: np.ndar
 
 
 @dataclasses.dataclass(frozen=True)
+class Boot:
+    """Bootstrap draws of one curve: laws (D, 3) in images (a, b, c; fitted whether or not a law is
+    reported), the per-size means (D, n), the baseline (D,) or None, and each draw's crossover size
+    (D,), inf where it never crosses."""
+
+    laws: np.ndarray
+    means: np.ndarray
+    baseline: np.ndarray | None
+    crossover: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Fit:
     law: PowerLaw | None  # None: no law fitted (lack_of_fit says why)
     attempted: PowerLaw  # the best fit whether or not it is reported as a law
@@ -355,6 +367,8 @@ class Fit:
     method: str
     means: np.ndarray  # per size, error scale
     point_ci95: np.ndarray  # (n, 2) per size, error scale
+    prediction: tuple[float, float, float] | None = None  # error at ``predict_at``: (value, low, high)
+    boot: Boot | None = None  # the bootstrap draws behind the intervals (not in the status)
 
     @property
     def fitted(self) -> bool:
@@ -374,10 +388,24 @@ def lack_of_fit(law: PowerLaw, r2: float, min_r2: float) -> str | None:
     return None
 
 
+def run_variation(points: Sequence[Replicates], residuals: np.ndarray) -> tuple[np.ndarray, int]:
+    """The run-to-run deviations a bootstrap resamples: pooled over replicates where there are any;
+    with one replicate per size, the residuals around the fit stand in (n - 3 df, lack of fit
+    included, so it errs wide); with 3 sizes there are none and only the test set varies."""
+    deviations = run_deviations(points)
+    n = len(residuals)
+    if not len(deviations[0]) and n > 3:
+        deviations = (residuals * math.sqrt(n / (n - 3)), n - 3)
+    return deviations
+
+
 def fit_curve(sizes: Sequence[float], points: Sequence[Replicates], baseline: Replicates | None = None, *,
               method: str = "varpro", min_r2: float = 0.5, max_extrapolation: float = 10.0,
-              n_boot: int = 1000, seed: int = 0) -> Fit:
-    """Fit one curve (per-size replicates on the error scale) and bootstrap it; see the module doc."""
+              n_boot: int = 1000, seed: int = 0, predict_at: float | None = None) -> Fit:
+    """Fit one curve (per-size replicates on the error scale) and bootstrap it; see the module doc.
+
+    ``predict_at``: also the law's error at that size with its CI (:attr:`Fit.prediction`).
+    """
     n = np.asarray(sizes, dtype=float)
     if len(n) != len(points):
         raise FitError(f"{len(n)} sizes but {len(points)} points")
@@ -417,25 +445,26 @@ def fit_curve(sizes: Sequence[float], points: Sequence[Replicates], baseline: Re
 
     rng = np.random.default_rng(seed)
     every = points + ([baseline] if baseline is not None else [])
-    deviations = run_deviations(every)
-    if not len(deviations[0]) and len(n) > 3:
-        # One replicate: run-to-run variation shows only in the residuals around the fit (n - 3 df,
-        # lack of fit included, so it errs wide); with 3 sizes there is none and only the test set varies.
-        resid = y - _model(x, amp, b, c)
-        deviations = (resid * math.sqrt(len(n) / (len(n) - 3)), len(n) - 3)
-    boot = resample(every, n_boot, rng, deviations)
+    boot = resample(every, n_boot, rng, run_variation(every, y - _model(x, amp, b, c)))
     ys, base = boot[:, :len(points)], (boot[:, -1] if baseline is not None else None)
     draws = fit_many(x, ys, method)
     draws[:, 0] *= np.power(scale, draws[:, 1])  # amp -> a in images
     ci = {k: (float(np.percentile(draws[:, i], 2.5)), float(np.percentile(draws[:, i], 97.5)))
           for i, k in enumerate("abc")} if law else {}
+    ats = None
     if base is None:
         cross = Crossover(CrossoverOutcome.NO_BASELINE, None, None, {})
     else:
         codes, ats = _crossings(draws if law else None, ys, base, n, max_extrapolation)
         cross = _crossover(point_code, point_at, codes, ats)
     point_ci = np.percentile(ys, [2.5, 97.5], axis=0).T
-    return Fit(law, attempted, r2, why, ci, cross, n_boot, replicates, method, y, point_ci)
+    prediction = None
+    if law is not None and predict_at is not None:
+        at = draws[:, 0] * predict_at ** -draws[:, 1] + draws[:, 2]
+        lo, hi = np.percentile(at, [2.5, 97.5])
+        prediction = (float(law(predict_at)), float(lo), float(hi))
+    return Fit(law, attempted, r2, why, ci, cross, n_boot, replicates, method, y, point_ci, prediction,
+               Boot(draws, ys, base, ats))
 
 
 def fit_power_law(sizes: Sequence[float], errors: Sequence[float], **kw) -> Fit:

@@ -15,6 +15,7 @@ import re
 
 from radscale import __version__
 from radscale.cells import ENCODER_FILE, CellSpec, join_uri
+from radscale.operator import design
 from radscale.operator.api import ScalingStudy, Stage
 
 RAYJOB_NAME_MAX = 47  # KubeRay: MaxRayClusterNameLength (53) - len("-xxxxx")
@@ -97,16 +98,41 @@ def dataset_fingerprint(study: ScalingStudy) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def designed_sizes(study: ScalingStudy, encoder: str) -> tuple[int, ...]:
+    """The sizes an adaptive encoder's design has chosen so far, one entry per cell (0: a baseline
+    evaluation beyond spec.replicates): every decision in the status, or the initial round when the
+    status has none yet (it is the same on every pass, so the first pass already plans it)."""
+    spec = study.spec
+    enc = next(e for e in spec.encoders if e.name == encoder)
+    ad = spec.design_of(enc)
+    entry = next((d for d in (study.status.design if study.status else []) if d.encoder == encoder), None)
+    if entry is None or not entry.decisions:
+        return design.initial_cells(ad, spec.replicates)
+    return tuple(n for d in entry.decisions for n in d.sizes)
+
+
 def plan(study: ScalingStudy) -> Plan:
+    """The cells of a study. Fixed sizes: every size x replicate. An adaptive encoder: the cells its
+    design has chosen (recorded in the status), each chosen size's k-th cell as replicate k."""
     spec = study.spec
     name = study.metadata.name
     cells: list[Cell] = []
+    both = (Stage.PRETRAIN, Stage.EVALUATE)
     for enc in spec.encoders:
-        for r in range(spec.replicates):
-            if spec.evaluation.baselines:
+        if spec.design_of(enc) is None:
+            for r in range(spec.replicates):
+                if spec.evaluation.baselines:
+                    cells.append(Cell(cell_name(name, enc.name, 0, r), enc.name, 0, (Stage.EVALUATE,), r))
+                for n in spec.sizes:
+                    cells.append(Cell(cell_name(name, enc.name, n, r), enc.name, n, both, r))
+            continue
+        chosen = designed_sizes(study, enc.name)
+        extra = sum(n == design.BASELINE for n in chosen)
+        if spec.evaluation.baselines:
+            for r in range(spec.replicates + extra):
                 cells.append(Cell(cell_name(name, enc.name, 0, r), enc.name, 0, (Stage.EVALUATE,), r))
-            for n in spec.sizes:
-                cells.append(Cell(cell_name(name, enc.name, n, r), enc.name, n, (Stage.PRETRAIN, Stage.EVALUATE), r))
+        for n, r in sorted(design.with_replicates([n for n in chosen if n != design.BASELINE])):
+            cells.append(Cell(cell_name(name, enc.name, n, r), enc.name, n, both, r))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):  # only if hashing collided, which sha256 makes moot
         raise ValueError(f"cell names collide: {names}")

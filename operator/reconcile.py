@@ -33,11 +33,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from radscale.cells import CellResult
-from radscale.operator import api, plan, rayjob, results
+from radscale.operator import api, design, plan, rayjob, results
 
 Stage, CellState = api.Stage, api.CellState
 
@@ -363,6 +364,7 @@ class _Run:
         for cs in s.cell_status:
             if cs.state is CellState.RUNNING and cs.name in cells:
                 self.observe(cs, cells[cs.name])
+        self.designs()
         slots = self.spec.max_concurrent_cells - sum(
             c.state is CellState.RUNNING for c in [prep, *s.cell_status])
         if prep.state in (CellState.PENDING, CellState.RETRYING):
@@ -379,6 +381,94 @@ class _Run:
             if cs.state in (CellState.PENDING, CellState.RETRYING) and cs.name in cells and self.due(cs):
                 self.start(cs, cells[cs.name])
                 slots -= 1
+
+    # -- sequential designs (spec.adaptive) ---------------------------------------------------------
+
+    def designs(self) -> None:
+        """Advance every adaptive encoder's design by at most one round; new cells join the plan."""
+        added = False
+        adaptive = {e.name for e in self.spec.encoders if self.spec.design_of(e) is not None}
+        self.status.design = [d for d in self.status.design if d.encoder in adaptive]  # bounded by the spec
+        for enc in self.spec.encoders:
+            ad = self.spec.design_of(enc)
+            if ad is not None:
+                added |= self.design_round(enc.name, ad)
+        if added:  # the chosen cells are in the status now: re-plan and add them as Pending
+            self.study = self.study.model_copy(update={"status": self.status})
+            self.plan = plan.plan(self.study)
+            self.merge_cells()
+
+    def design_entry(self, encoder: str, ad: api.AdaptiveSpec) -> api.DesignStatus:
+        task = ad.task or self.spec.evaluation.tasks[0].name
+        metric = next(t for t in self.spec.evaluation.tasks if t.name == task).headline_metric
+        entry = next((d for d in self.status.design if d.encoder == encoder), None)
+        if entry is None:
+            entry = api.DesignStatus(encoder=encoder, target=ad.target.value, task=task, metric=metric)
+            self.status.design.append(entry)
+        entry.target, entry.task, entry.metric, entry.max_cells = ad.target.value, task, metric, ad.max_cells
+        entry.batch_rule = design.BATCH_RULE
+        return entry
+
+    def design_round(self, encoder: str, ad: api.AdaptiveSpec) -> bool:
+        """One encoder's design: wait for the round's cells, then choose the next round or stop.
+        Returns whether cells were added."""
+        entry = self.design_entry(encoder, ad)
+        if not entry.decisions:
+            sizes = list(design.initial_cells(ad, self.spec.replicates))
+            entry.decisions.append(api.DesignDecision(
+                round=0, sizes=sizes, time=_ts(self.now),
+                reason=f"initial: {len(set(sizes))} log-spaced sizes over [{ad.min:,}, {ad.max:,}], "
+                f"{self.spec.replicates} replicate(s) each"))
+            entry.cells = len(sizes)
+            self.event("Normal", "SizesChosen", f"{encoder}: round 0 runs sizes {sorted(set(sizes))} "
+                       f"({len(sizes)} cells)")
+            return False  # the plan already holds the initial round
+        mine = [cs for cs in self.status.cell_status if cs.encoder == encoder and cs.name in self.plan_names()]
+        waiting = [cs for cs in mine if not cs.state.terminal]
+        unread = [cs for cs in mine if cs.state is CellState.SUCCEEDED and cs.name not in self.obs.results]
+        last = entry.decisions[-1]
+        if waiting or unread:
+            if entry.state is api.DesignState.RUNNING:
+                entry.message = (f"round {last.round}: waiting for {len(waiting)} cell(s)" if waiting else
+                                 f"round {last.round}: reading {len(unread)} result(s)")
+            return False
+        chosen = [n for d in entry.decisions for n in d.sizes]
+        curve = self.design_curve(encoder, entry)
+        rnd = design.choose_cached(curve, ad, chosen, self.spec.max_concurrent_cells, design.Settings(
+            method=self.spec.analysis.fit, min_r2=self.spec.analysis.min_r2,
+            max_extrapolation=self.spec.analysis.max_extrapolation))
+        entry.current = _target_ci(rnd.current)
+        if last.after is None:
+            last.after = entry.current
+        entry.cells = len(chosen)
+        if rnd.stop:
+            if entry.state is not api.DesignState.STOPPED or entry.stop_reason != rnd.stop:
+                self.event("Normal", "DesignStopped", f"{encoder}: {rnd.stop}: {rnd.message}")
+            entry.state, entry.stop_reason, entry.message = api.DesignState.STOPPED, rnd.stop, rnd.message
+            return False
+        if len(entry.decisions) >= api.DESIGN_DECISIONS_MAX:  # only with absurd budgets: stop, bounded
+            entry.state, entry.stop_reason = api.DesignState.STOPPED, design.Stop.BUDGET_SPENT
+            entry.message = f"{api.DESIGN_DECISIONS_MAX} rounds recorded; raise the batch size (maxConcurrentCells)"
+            return False
+        sizes = [c.size for c in rnd.choices]
+        reason = "; ".join(c.reason for c in rnd.choices)[:1024]
+        entry.decisions.append(api.DesignDecision(
+            round=last.round + 1, sizes=sizes, reason=reason, before=entry.current,
+            predicted=_target_ci(rnd.choices[-1].predicted), time=_ts(self.now)))
+        entry.state, entry.stop_reason, entry.cells = api.DesignState.RUNNING, None, len(chosen) + len(sizes)
+        entry.message = f"round {last.round + 1}: {len(sizes)} cell(s) chosen"
+        self.event("Normal", "SizesChosen", f"{encoder}: round {last.round + 1} adds {sizes}: {reason}"[:1024])
+        return True
+
+    def plan_names(self) -> set[str]:
+        return {c.name for c in self.plan.cells}
+
+    def design_curve(self, encoder: str, entry: api.DesignStatus) -> design.Curve:
+        """The encoder's measured curve for the design's task and metric, on the error scale."""
+        gathered = results.gather(self.spec, self.status.cell_status, self.obs.results)
+        by_size = gathered.get((entry.task, entry.metric, encoder), {})
+        reps = {n: results.replicates(entry.metric, cells) for n, cells in by_size.items()}
+        return design.Curve({n: r for n, r in reps.items() if n > 0}, reps.get(0))
 
     def due(self, cs: api.CellStatus) -> bool:
         nb = _parse(cs.not_before)
@@ -398,7 +488,8 @@ class _Run:
         s.results, s.fits, s.best_per_task = results.summarise(self.spec, s.cell_status, self.obs.results)
         s.best = results.best_overall(s.best_per_task)
         prep_failed = s.prepare is not None and s.prepare.state is CellState.FAILED
-        done = prep_failed or (bool(states) and all(x.terminal for x in states))
+        designing = [d for d in s.design if d.state is api.DesignState.RUNNING]
+        done = prep_failed or (bool(states) and all(x.terminal for x in states) and not designing)
         failed = prep_failed or s.cells.failed > 0
         if self.spec.suspend:
             s.phase = api.Phase.SUSPENDED
@@ -418,13 +509,20 @@ class _Run:
         set_condition(s, api.ConditionType.SUSPENDED, self.spec.suspend, "Suspended" if self.spec.suspend
                       else "NotSuspended", "", now, gen)
         queued = f"; {s.cells.queued} waiting for admission" if s.cells.queued else ""
-        set_condition(s, api.ConditionType.PROGRESSING, not done and not self.spec.suspend,
-                      "CellsRunning" if not done else "Finished", f"{s.progress} cells succeeded{queued}", now, gen)
+        designs = "".join(f"; design {d.encoder}: {d.message}" for d in designing)
+        reason = "Finished" if done else ("DesignRunning" if designing else "CellsRunning")
+        set_condition(s, api.ConditionType.PROGRESSING, not done and not self.spec.suspend, reason,
+                      f"{s.progress} cells succeeded{queued}{designs}"[:32768], now, gen)
         set_condition(s, api.ConditionType.SUCCEEDED, done and not failed,
                       "AllCellsSucceeded" if done and not failed else ("CellsFailed" if failed else "InProgress"),
                       f"{s.progress} cells succeeded", now, gen)
         set_condition(s, api.ConditionType.FAILED, done and failed, "CellsFailed" if failed else "NoFailures",
                       ("failed: " + ", ".join(failed_names[:10])) if failed_names else "", now, gen)
+
+
+def _target_ci(iv: design.Interval) -> api.TargetCI:
+    width = iv.width
+    return api.TargetCI(value=iv.value, low=iv.low, high=iv.high, width=width if math.isfinite(width) else None)
 
 
 def reconcile(study: api.ScalingStudy, observed: Observed, now: dt.datetime,

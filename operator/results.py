@@ -45,7 +45,8 @@ def gather(spec: api.ScalingStudySpec, cells: Sequence[api.CellStatus],
     return out
 
 
-def _replicates(metric: str, cells: Sequence[Point]) -> fits.Replicates:
+def replicates(metric: str, cells: Sequence[Point]) -> fits.Replicates:
+    """One size's cells on the error scale."""
     values = [fits.to_error(metric, v) for v, _, _ in cells]
     draws = None if any(d is None for _, d, _ in cells) else [fits.to_error(metric, np.asarray(d)) for _, d, _ in cells]
     return fits.Replicates.of(values, draws, [s for _, _, s in cells])
@@ -58,7 +59,7 @@ def _analyse(metric: str, by_size: tuple[tuple[int, tuple[Point, ...]], ...], me
     bootstrap as the fit: replicates and the shared test set) and its fit (None below 3 sizes).
     Deterministic (seeded), so cached by the curve's cells: a pass refits only curves that changed."""
     sizes = [n for n, _ in by_size]
-    reps = [_replicates(metric, cells) for _, cells in by_size]
+    reps = [replicates(metric, cells) for _, cells in by_size]
     boot = fits.resample(reps, N_BOOT, np.random.default_rng(0))
     means = np.array([r.mean for r in reps])
     lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)

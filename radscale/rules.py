@@ -39,6 +39,14 @@ class Rule:
 
 CONTRASTIVE = "['clip', 'unicl']"
 
+
+def _every_design(cond: str) -> str:
+    """``cond`` (over ``d``, an adaptive spec) holds for spec.adaptive and every encoder's."""
+    study = cond.replace("d.", "self.adaptive.")
+    per_encoder = cond.replace("d.", "e.adaptive.")
+    return f"(!has(self.adaptive) || {study}) && self.encoders.all(e, !has(e.adaptive) || {per_encoder})"
+
+
 # ---- per-object rules ------------------------------------------------------------------
 
 BUDGET_RULES = (
@@ -55,6 +63,11 @@ ENCODER_RULES = (
         "text applies only to clip/unicl encoders; remove it or change the paradigm",
         ".text",
     ),
+)
+
+ADAPTIVE_RULES = (
+    Rule("self.max > self.min", "adaptive.max must be above adaptive.min", ".max"),
+    Rule("self.grid >= self.initial", "adaptive.grid (candidate sizes) must be at least adaptive.initial", ".grid"),
 )
 
 OPTIMIZER_RULES = (
@@ -132,6 +145,40 @@ SPEC_RULES = (
         ".workloadPriorityClassName",
     ),
     Rule(
+        "has(self.sizes) || has(self.adaptive) || self.encoders.all(e, has(e.adaptive))",
+        "give the data sizes: spec.sizes (a fixed grid) or spec.adaptive (sizes chosen as results come in)",
+        ".sizes",
+    ),
+    Rule(
+        "!has(self.sizes) || !has(self.adaptive)",
+        "spec.sizes and spec.adaptive exclude each other: keep one (an encoder's own adaptive may override "
+        "either)",
+        ".adaptive",
+    ),
+    Rule(
+        _every_design("d.max <= self.computeBudget.steps * self.computeBudget.globalBatchSize"),
+        "budget too small: steps x globalBatchSize must cover adaptive.max at least once; raise steps or "
+        "lower adaptive.max",
+        ".computeBudget.steps",
+    ),
+    Rule(
+        _every_design("d.maxCells >= d.initial * self.replicates"),
+        "adaptive.maxCells must cover the initial sizes: at least adaptive.initial x spec.replicates cells",
+        ".adaptive.maxCells",
+    ),
+    Rule(
+        _every_design("!has(d.task) || self.evaluation.tasks.exists(t, t.name == d.task)"),
+        "adaptive.task names no evaluation task; use one of evaluation.tasks[].name",
+        ".adaptive.task",
+    ),
+    Rule(
+        "self.evaluation.baselines || " + _every_design("d.target != 'crossover'"),
+        "adaptive.target crossover is the size that beats the baseline: set evaluation.baselines: true, or "
+        "target exponent or errorAtMax",
+        ".adaptive.target",
+    ),
+    Rule(
+        "!has(self.sizes) || "
         "self.sizes.all(n, n <= self.computeBudget.steps * self.computeBudget.globalBatchSize)",
         "budget too small: steps x globalBatchSize must cover the largest size at least once "
         "(constant compute means small subsets repeat, large ones must still be seen); raise steps",

@@ -172,6 +172,43 @@ class TextSpec(Model):
     embed_dim: int = Field(512, ge=16, le=4096, description="Shared image-text embedding width.")
 
 
+class DesignTarget(enum.StrEnum):
+    """What an adaptive design pins down (its 95% CI is the one that must shrink)."""
+
+    CROSSOVER = "crossover"  # the size at which the encoder beats its own baseline
+    EXPONENT = "exponent"  # b of err(N) = a N^-b + c
+    ERROR_AT_MAX = "errorAtMax"  # the law's predicted error at adaptive.max
+
+
+class AdaptiveSpec(Model):
+    """Sizes chosen as results come in (sequential design), instead of a fixed grid.
+
+    Every pretraining cell costs the same compute, so a design spends its cells where they shrink
+    the target's interval most: it starts with ``initial`` log-spaced sizes, then, from the current
+    bootstrap fit, adds the candidate of a log grid over [min, max] (a new size, or another
+    replicate of a measured one) that most shrinks the target's 95% CI, until the CI is narrow
+    enough or ``maxCells`` are spent. See docs/method.md.
+    """
+
+    validations = cel.ADAPTIVE_RULES
+
+    min: int = Field(..., ge=1, le=1_000_000_000, description="Smallest size the design may choose (images).")
+    max: int = Field(..., ge=2, le=1_000_000_000, description="Largest size the design may choose (images); at "
+                     "most the pretraining pool (the first N of one seeded order, as for fixed sizes).")
+    initial: int = Field(3, ge=2, le=16, description="Log-spaced sizes (min and max included) run first, each "
+                         "with spec.replicates replicates.")
+    grid: int = Field(16, ge=3, le=64, description="Candidate sizes: this many log-spaced points over [min, max], "
+                      "rounded to whole images.")
+    max_cells: int = Field(8, ge=2, le=64, description="Budget: pretraining cells of this encoder the design may "
+                           "run in all (initial ones and replicates included; baselines are not counted).")
+    target: DesignTarget = Field(DesignTarget.CROSSOVER, description="What to pin down: crossover (vs the "
+                                 "baseline; needs evaluation.baselines), exponent, or errorAtMax.")
+    task: str | None = Field(None, min_length=1, max_length=63, description="Task whose headline metric the "
+                             "target is read on. Unset: the first evaluation task.")
+    relative_width: float = Field(0.25, gt=0.0, le=10.0, description="Stop once the target's 95% CI width "
+                                  "divided by its value is at most this (0.25: +-12.5%).")
+
+
 class EncoderSpec(Model):
     """One encoder of the grid: an architecture, a paradigm and a starting point."""
 
@@ -200,6 +237,8 @@ class EncoderSpec(Model):
         65536, ge=16, le=262144,
         description="DINO/iBOT head prototypes (dino only; the DINOv2 default is 65,536).",
     )
+    adaptive: AdaptiveSpec | None = Field(
+        None, description="This encoder's sizes by sequential design, overriding spec.adaptive and spec.sizes.")
 
 
 # ---- compute and resources ----------------------------------------------------------------

@@ -1,20 +1,24 @@
 """Adaptive design against the fixed log grid, on simulated studies with a known truth.
 
-    .venv/bin/python bench/adaptive.py [--studies 100] [--grid-sizes 8] [--replicates 2] [--batch 1]
+    .venv/bin/python bench/adaptive.py [--studies 400] [--grid-sizes 8] [--replicates 2] [--batch 1]
 
-Each study draws a ground-truth law and a baseline it crosses inside [min, max], and a shared test
-set, from ``bench/fit_coverage.py``'s simulator (run-to-run sd 0.02, test-set sd 0.01, cell x
-patient sd 0.004). Then:
+Each study draws a ground-truth law and a baseline it crosses inside [min, max] (the paper's
+30k..3.5M), and one shared test set, from ``bench/fit_coverage.py``'s simulator: run-to-run sd
+0.02 per cell (baseline evaluations too), test-set sd 0.01 shared by every cell, cell x patient sd
+0.004. Then:
 
-- the grid: ``--grid-sizes`` log-spaced sizes x ``--replicates`` cells, fitted as the status
-  does; its crossover CI's relative width is the bar;
-- the design: :func:`radscale.operator.design.choose` with ``relativeWidth`` set to that bar, from
-  ``initial`` (3) log-spaced sizes x replicates, one round of ``--batch`` cells at a time drawn from
-  the same simulator, until it stops (the bar reached, or as many cells as the grid spent).
+- the grid: ``--grid-sizes`` log-spaced sizes x ``--replicates`` cells (16 by default), fitted as
+  the status does;
+- the design: :func:`radscale.operator.design.choose` from ``initial`` (3) log-spaced sizes x
+  replicates, ``--batch`` cells a round, drawn from the same simulator, up to as many cells as the
+  grid. A baseline evaluation the design asks for counts as a cell, though it trains nothing.
 
-Printed per study row set: the cells the design needed (a design that stops on its budget counts
-the whole budget), and whether each final 95% interval covers the true crossover. The last line is
-``adaptive cells/grid cells = ... at equal crossover CI; coverage = ...``.
+(a) Cells at equal crossover CI: the fewest cells k at which the design's median relative CI width
+(high/low - 1) over the studies is at most the grid's median width. Medians, because a study's
+width is unbounded whenever a few draws never cross. (b) Coverage: the share of studies whose
+design interval at k holds the true crossover. Also printed: the same per study (the design stops
+as soon as its own width reaches that study's grid width, and counts the budget if it never does).
+The last line is ``adaptive cells/grid cells = ... at equal crossover CI; coverage = ...``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_coverage import TestSet, covered, truth_for
+from fit_coverage import TestSet, Truth, covered, truth_for
 
 from radscale.operator import design, fits
 from radscale.spec import AdaptiveSpec
@@ -39,80 +43,113 @@ from radscale.spec import AdaptiveSpec
 MIN, MAX = 30_000, 3_500_000  # the paper's range
 
 
-def run_design(truth, test: TestSet, ad: AdaptiveSpec, replicates: int, batch: int,
-               base: fits.Replicates) -> tuple[int, design.Round, str]:
-    """Run one design to its stop; returns (cells used, last round, stop reason)."""
+class Study:
+    """One simulated study: its truth, its test set, and the cells measured so far."""
+
+    def __init__(self, rng: np.random.Generator, sizes: tuple[int, ...], replicates: int):
+        self.truth: Truth = truth_for(sizes, rng)
+        self.test = TestSet(rng)
+        self.base = self.test.cells(self.truth.baseline, replicates)
+        self.points: dict[int, fits.Replicates] = {}
+
+    def add(self, n: int) -> None:
+        new = self.test.cells(float(self.truth.baseline if n == design.BASELINE else self.truth.law(n)), 1)
+        old = self.base if n == design.BASELINE else self.points.get(n)
+        merged = new if old is None else fits.Replicates(np.append(old.values, new.values),
+                                                         np.vstack([old.draws, new.draws]))
+        if n == design.BASELINE:
+            self.base = merged
+        else:
+            self.points[n] = merged
+
+    def curve(self) -> design.Curve:
+        return design.Curve(self.points, self.base)
+
+
+def run_design(study: Study, ad: AdaptiveSpec, replicates: int, batch: int, policy: str = "design",
+               rng: np.random.Generator | None = None) -> list[design.Interval]:
+    """Run a design to its stop; the target's interval after each cell count (index = cells)."""
     cells = list(design.initial_cells(ad, replicates))
-    points: dict[int, fits.Replicates] = {}
-
-    def add(n: int) -> None:
-        new = test.cells(float(truth.law(n)), 1)
-        old = points.get(n)
-        points[n] = new if old is None else fits.Replicates(np.append(old.values, new.values),
-                                                            np.vstack([old.draws, new.draws]))
-
     for n in cells:
-        add(n)
+        study.add(n)
+    widths: list[design.Interval] = [design.Interval(None, None, None)] * len(cells)
     while True:
-        rnd = design.choose(design.Curve(points, base), ad, cells, batch)
+        rnd = design.choose(study.curve(), ad, cells, batch)
+        widths.append(rnd.current)
         if rnd.stop:
-            return len(cells), rnd, rnd.stop
-        for c in rnd.choices:
-            cells.append(c.size)
-            if c.size == design.BASELINE:  # one more evaluation of the init weights
-                new = test.cells(truth.baseline, 1)
-                base = fits.Replicates(np.append(base.values, new.values), np.vstack([base.draws, new.draws]))
-            else:
-                add(c.size)
+            return widths
+        picks = [c.size for c in rnd.choices]
+        if policy == "random":  # the control: the same budget on uniformly drawn candidates
+            picks = [int(rng.choice(design.candidates(ad))) for _ in picks]
+        for n in picks:
+            cells.append(n)
+            study.add(n)
+        widths.extend([widths[-1]] * (len(picks) - 1))
+
+
+def simulate_design(seed: int, budget: int = 10, policy: str = "design", replicates: int = 2) -> float:
+    """The crossover CI width one simulated study ends with after ``budget`` cells."""
+    rng = np.random.default_rng(seed)
+    sizes = tuple(int(n) for n in np.rint(np.geomspace(MIN, MAX, 8)))
+    study = Study(rng, sizes, replicates)
+    ad = AdaptiveSpec(min=MIN, max=MAX, max_cells=budget, relative_width=1e-6)
+    return run_design(study, ad, replicates, 1, policy, rng)[-1].width
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--studies", type=int, default=100)
+    ap.add_argument("--studies", type=int, default=400)
     ap.add_argument("--grid-sizes", type=int, default=8)
     ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--initial", type=int, default=3, help="adaptive.initial")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--baseline-replicates", type=int, default=None,
-                    help="evaluations of the init weights in both arms (default: --replicates)")
     args = ap.parse_args()
     sizes = tuple(int(n) for n in np.rint(np.geomspace(MIN, MAX, args.grid_sizes)))
-    grid_cells = len(sizes) * args.replicates
+    budget = len(sizes) * args.replicates
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}; "
-          f"{args.studies} studies, sizes {MIN:,}..{MAX:,}, grid {len(sizes)} sizes x {args.replicates} "
-          f"replicates = {grid_cells} cells, design batch {args.batch}")
+          f"{args.studies} studies, sizes {MIN:,}..{MAX:,}; grid {len(sizes)} sizes x {args.replicates} replicates "
+          f"= {budget} cells; design initial {args.initial}, batch {args.batch}")
     rng = np.random.default_rng(args.seed)
-    used: list[int] = []
-    hit_design = hit_grid = reached = unbounded = 0
+    grid_w, grid_hit, truths = [], [], []
+    runs: list[list[design.Interval]] = []
+    per_study: list[int] = []
     started = time.perf_counter()
     for i in range(args.studies):
-        truth = truth_for(sizes, rng)
-        true_n = truth.crossover(sizes, 10.0)
-        test = TestSet(rng)
-        base = test.cells(truth.baseline, args.baseline_replicates or args.replicates)
-        grid = fits.fit_curve(sizes, [test.cells(float(truth.law(n)), args.replicates) for n in sizes], base)
+        study = Study(rng, sizes, args.replicates)
+        true_n = study.truth.crossover(sizes, 10.0)
+        truths.append(true_n)
+        grid = fits.fit_curve(sizes, [study.test.cells(float(study.truth.law(n)), args.replicates) for n in sizes],
+                              study.base)
         bar = design.target_interval(grid, design.DesignTarget.CROSSOVER)
-        if not math.isfinite(bar.width) or bar.width > 10.0:
-            unbounded += 1  # the grid pins no crossover (some draws never cross): no width to reach
-            continue
-        hit_grid += covered(grid.crossover.ci95, true_n)
-        ad = AdaptiveSpec(min=MIN, max=MAX, initial=args.initial, max_cells=grid_cells, relative_width=max(bar.width, 1e-6))
-        n_cells, last, stop = run_design(truth, test, ad, args.replicates, args.batch, base)
-        used.append(n_cells)
-        reached += stop == design.Stop.TARGET_REACHED
-        iv = last.current
-        hit_design += covered((iv.low, iv.high) if iv.low is not None else None, true_n)
-        if (i + 1) % 25 == 0:
-            print(f"  {i + 1:>4} studies: mean cells {np.mean(used):.2f}/{grid_cells}, {time.perf_counter() - started:.0f} s",
-                  flush=True)
-    k = len(used)
-    ratio = float(np.mean(used)) / grid_cells
-    print(f"grid CI unbounded (some draws never cross) in {unbounded}/{args.studies} studies: left out, no width to reach")
-    print(f"of the other {k}: design reached the grid's CI width in {reached}; cells median {np.median(used):.0f}, "
-          f"mean {np.mean(used):.2f} of {grid_cells} (a design that ran out of budget counts all {grid_cells})")
-    print(f"coverage of the true crossover: design {hit_design / k:.3f}, grid {hit_grid / k:.3f}")
-    print(f"adaptive cells/grid cells = {ratio:.2f} at equal crossover CI; coverage = {hit_design / k:.3f}")
+        grid_w.append(bar.width)
+        grid_hit.append(covered(grid.crossover.ci95, true_n))
+        ad = AdaptiveSpec(min=MIN, max=MAX, initial=args.initial, max_cells=budget, relative_width=1e-6)
+        ivs = run_design(study, ad, args.replicates, args.batch)
+        runs.append(ivs)
+        reach = next((k for k, iv in enumerate(ivs) if iv.width <= bar.width), None)
+        if math.isfinite(bar.width):
+            per_study.append(reach if reach is not None else budget)
+        if (i + 1) % 100 == 0:
+            print(f"  {i + 1:>4} studies, {time.perf_counter() - started:.0f} s", flush=True)
+    grid_median = float(np.median(grid_w))
+    print(f"grid: median crossover CI width {grid_median:.2f} (high/low - 1), coverage {np.mean(grid_hit):.3f}")
+    print(f"{'cells':>5} {'median width':>13} {'coverage':>9}")
+    at, cov_at = None, None
+    for k in range(args.initial * args.replicates, budget + 1):
+        ivs = [r[min(k, len(r) - 1)] for r in runs]
+        med = float(np.median([iv.width for iv in ivs]))
+        cov = float(np.mean([covered((iv.low, iv.high) if iv.low is not None else None, t)
+                             for iv, t in zip(ivs, truths, strict=True)]))
+        print(f"{k:>5} {med:>13.2f} {cov:>9.3f}")
+        if at is None and med <= grid_median:
+            at, cov_at = k, cov
+    print(f"per study (grid CI bounded in {len(per_study)}/{args.studies}): cells to reach that study's grid width "
+          f"median {np.median(per_study):.0f}, mean {np.mean(per_study):.2f} of {budget}")
+    if at is None:
+        print(f"adaptive cells/grid cells = >1 at equal crossover CI; coverage = {cov:.3f}")
+    else:
+        print(f"adaptive cells/grid cells = {at / budget:.2f} at equal crossover CI; coverage = {cov_at:.3f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from radscale import __version__
-from radscale.operator import api, crd, logs, plan, validation
+from radscale.operator import api, crd, design, logs, plan, validation
 
 
 def _studies(path: str) -> list[api.ScalingStudy]:
@@ -104,6 +104,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         spec = study.spec
         budget = spec.compute_budget
         images = budget.steps * budget.global_batch_size
+        designs = {}
+        for enc in spec.encoders:
+            ad = spec.design_of(enc)
+            if ad is not None:
+                designs[enc.name] = {"initial": list(design.initial_sizes(ad)),
+                                     "candidates": list(design.candidates(ad)),
+                                     "maxCells": ad.max_cells, "target": ad.target.value}
         summary = {
             "study": p.study,
             "prepare": p.prepare_name,
@@ -111,6 +118,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "shards": plan.shards_uri(study, p.fingerprint),
             "budget": {"steps": budget.steps, "globalBatchSize": budget.global_batch_size, "images": images},
             "cells": rows,
+            "designs": designs,
         }
         out.append(summary)
         if args.json:
@@ -131,6 +139,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         console.print(table)
         console.print(f"constant compute: {budget.steps:,} steps x {budget.global_batch_size:,} = "
                       f"{images:,} images per pretraining cell")
+        for name, d in designs.items():
+            console.print(f"{name}: sizes by sequential design ({d['target']}): round 0 above, then up to "
+                          f"{d['maxCells']} cells in all from {d['candidates']} (docs/method.md)")
     if args.json:
         print(json.dumps(out if len(out) > 1 else out[0], indent=2))
     return 0

@@ -136,6 +136,17 @@ def tables(study: api.ScalingStudy, status: api.ScalingStudyStatus) -> list[Tabl
             fit.add_row(f"{f.task} ({f.metric})", f.encoder, law, b, c, f"{f.r2:.2f}", str(f.replicates),
                         results.crossover_text(f.crossover))
         out.append(fit)
+    if status.design:
+        des = Table(title="sequential designs: the cells each encoder's design chose (status.design)")
+        for col in ("encoder", "target", "state", "cells", "rounds", "CI now", "why it stopped / what it does"):
+            des.add_column(col)
+        for d in status.design:
+            ci = d.current
+            now = "-" if ci is None or ci.low is None else \
+                f"[{ci.low:,.3g}, {'unbounded' if ci.high is None else f'{ci.high:,.3g}'}]"
+            des.add_row(d.encoder, f"{d.target} ({d.task})", d.state.value, f"{d.cells}/{d.max_cells}",
+                        str(len(d.decisions)), now, f"{d.stop_reason + ': ' if d.stop_reason else ''}{d.message}")
+        out.append(des)
     if status.best_per_task:
         best = Table(title="best encoder per task (lowest error at the largest size all encoders have)")
         for col in ("task", "metric", "size", "best"):

@@ -20,6 +20,11 @@ local executor. Rules, in the order they are applied:
 7. A failed attempt is retried with exponential backoff, as a new RayJob with an attempt suffix,
    up to ``spec.retries``; then the cell is Failed with KubeRay's reason. Other cells go on. Each
    stage's attempts and failures stay in the cell's ``history`` (one entry per stage).
+8. An adaptive encoder (``spec.adaptive``) plans only the cells its design has chosen. When every
+   cell of its last round is terminal (and its results are read), the pure design
+   (:mod:`radscale.operator.design`) chooses the next round from those results, or stops; the
+   round is recorded in ``status.design`` with its reason, one ``SizesChosen`` Event, and its cells
+   start in the same pass. The study succeeds once every design has stopped.
 
 Conditions that block the whole study (an invalid spec, a refused spec change, a missing
 credentials Secret) post their Warning Event once per generation and reason: whether it was posted

@@ -66,3 +66,14 @@ def test_prep_bench_executes(tmp_path):
     assert "x pure decode per core" in proc.stdout and "CPU while preparing:" in proc.stdout
     assert "process tree PSS" in proc.stdout and "img/s from shards" in proc.stdout
     assert (tmp_path / "prep" / "index.json").exists()
+
+
+def test_adaptive_bench_prints_the_width_table_and_the_summary_line():
+    proc = subprocess.run([sys.executable, "bench/adaptive.py", "--studies", "6"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+|inf)\s+([\d.]+)$", proc.stdout, re.M)
+    assert [int(r[0]) for r in rows] == list(range(6, 17)), proc.stdout
+    assert all(0 <= float(r[2]) <= 1 for r in rows)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"adaptive cells/grid cells = (>1|[\d.]+) at equal crossover CI; coverage = [\d.]+", last), last

@@ -36,7 +36,7 @@ class Default:
     contrastive: Any
     dino_source: str
     contrastive_source: str
-    note: str = ""
+    shown: str = ""  # how the clip/unicl value reads in the docs, when not the bare value
 
     def value(self, paradigm: str) -> Any:
         return self.dino if paradigm == "dino" else self.contrastive
@@ -45,14 +45,14 @@ class Default:
 TABLE: dict[str, Default] = {d.field: d for d in (
     Default("optimizer.warmupFraction", 0.1, 0.1,
             f"{SSL_DEFAULT}: optim.warmup_epochs 10 of optim.epochs 100",
-            f"{OPEN_CLIP_PARAMS}: --warmup 10000 steps",
-            "clip/unicl: open_clip counts 10,000 steps; radscale takes min(10,000 steps, 0.1 of the budget)"),
+            f"{OPEN_CLIP_PARAMS}: --warmup 10000 (steps); radscale caps it at 0.1 of the budget",
+            "min(10,000 steps, 0.1)"),
     Default("optimizer.weightDecay", 0.04, 0.2,
             f"{SSL_DEFAULT}: optim.weight_decay", f"{OPEN_CLIP_PARAMS}: --wd 0.2"),
     Default("optimizer.weightDecayEnd", 0.4, None,
             f"{SSL_DEFAULT}: optim.weight_decay_end (cosine, dinov2/train/train.py)",
             "open_clip: constant (no weight-decay schedule)",
-            "unset for clip/unicl: weightDecayEnd = weightDecay"),
+            "= weightDecay (constant)"),
     Default("optimizer.layerDecay", 0.9, 1.0,
             f"{SSL_DEFAULT}: optim.layerwise_decay (dinov2/train/param_groups.py)",
             "open_clip: none"),
@@ -222,7 +222,7 @@ def markdown_table() -> str:
     rows = ["| spec field (unset = recipe) | dino | source | clip / unicl | source |",
             "|---|---|---|---|---|"]
     for d in TABLE.values():
-        c = "—" if d.contrastive is None else d.contrastive
+        c = d.shown or ("—" if d.contrastive is None else d.contrastive)
         rows.append(f"| `{d.field}` | {d.dino} | {d.dino_source} | {c} | {d.contrastive_source} |")
     rows.append("| `dropPathRate` | " + "; ".join(f"{p}: {r}" for f, p, r, _ in DROP_PATH if f == "dino")
                 + " (uniform over blocks) | dinov2/configs/train/vitg14.yaml, vitl14.yaml; "

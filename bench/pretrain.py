@@ -47,13 +47,15 @@ def timed_loop(cell: Any, device: Any, steps: int, rank: int = 0, world: int = 1
     """The training step of trainer/pretrain.py without Ray: (seconds, seconds waiting for data)."""
     import torch
 
+    from radscale import recipes
     from radscale.trainer import optim, paradigms
     from radscale.trainer.data.loader import PreparedDataset
 
     torch.manual_seed(0)
     labels = tuple(cell.dataset.columns.labels)
-    model, objective = paradigms.build(cell, labels)
-    optimizer = optim.build(model, model.encoder.model, cell.encoder.optimizer)
+    recipe = recipes.resolve(cell.encoder, steps)
+    model, objective = paradigms.build(cell, labels, recipe=recipe)
+    optimizer = optim.build(model, model.encoder.model, recipe)
     model.to(device)
     objective.to(device)
     data = PreparedDataset(cell.shards, labels=labels)
@@ -68,7 +70,7 @@ def timed_loop(cell: Any, device: Any, steps: int, rank: int = 0, world: int = 1
             wait += time.perf_counter() - t
             if batch is None or len(batch.row_ids) < per:
                 break
-            optim.schedule(optimizer, step, cell.encoder.optimizer, steps)
+            optim.schedule(optimizer, step, recipe)
             loss, _ = objective.loss(model, batch, step, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

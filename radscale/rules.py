@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from radscale import recipes
 from radscale.tasks import KINDS
 
 
@@ -57,11 +58,32 @@ BUDGET_RULES = (
     ),
 )
 
+# weightDecay when unset, per paradigm (the recipe table), so that the rule holds for defaults too
+_WD = recipes.TABLE["optimizer.weightDecay"]
+_WEIGHT_DECAY = (f"(has(self.optimizer.weightDecay) ? self.optimizer.weightDecay : "
+                 f"(self.paradigm == 'dino' ? {_WD.dino} : {_WD.contrastive}))")
+
 ENCODER_RULES = (
     Rule(
         "self.paradigm != 'dino' || !has(self.text)",
         "text applies only to clip/unicl encoders; remove it or change the paradigm",
         ".text",
+    ),
+    Rule(
+        "self.paradigm == 'dino' || !has(self.teacher)",
+        "teacher applies only to dino encoders; remove it or change the paradigm",
+        ".teacher",
+    ),
+    Rule(
+        "self.paradigm == 'dino' || !has(self.optimizer.freezeLastLayerFraction)",
+        "freezeLastLayerFraction applies only to dino encoders (the DINO head); remove it",
+        ".optimizer.freezeLastLayerFraction",
+    ),
+    Rule(
+        f"!has(self.optimizer.weightDecayEnd) || self.optimizer.weightDecayEnd >= {_WEIGHT_DECAY}",
+        "weightDecayEnd is the end of an increasing schedule; set it >= weightDecay (unset: "
+        f"{_WD.dino} for dino, {_WD.contrastive} for clip/unicl)",
+        ".optimizer.weightDecayEnd",
     ),
 )
 
@@ -70,13 +92,7 @@ ADAPTIVE_RULES = (
     Rule("self.grid >= self.initial", "adaptive.grid (candidate sizes) must be at least adaptive.initial", ".grid"),
 )
 
-OPTIMIZER_RULES = (
-    Rule(
-        "!has(self.weightDecayEnd) || self.weightDecayEnd >= self.weightDecay",
-        "weightDecayEnd is the end of an increasing schedule; set it >= weightDecay",
-        ".weightDecayEnd",
-    ),
-)
+OPTIMIZER_RULES: tuple[Rule, ...] = ()
 
 PARAM_RULES = (
     Rule(
@@ -190,7 +206,7 @@ SPEC_RULES = (
         ".computeBudget.globalBatchSize",
     ),
     Rule(
-        "self.encoders.all(e, e.optimizer.warmupSteps < self.computeBudget.steps)",
+        "self.encoders.all(e, !has(e.optimizer.warmupSteps) || e.optimizer.warmupSteps < self.computeBudget.steps)",
         "an encoder's optimizer.warmupSteps must be less than computeBudget.steps",
         ".encoders",
     ),

@@ -138,23 +138,73 @@ class Paradigm(enum.StrEnum):
     UNICL = "unicl"  # MI2: image-report-label contrastive
 
 
+RECIPE = " Unset: the recipe's value for the paradigm (docs/pretraining.md, radscale.recipes)."
+
+
+def fraction(description: str, upper: float = 1.0) -> Any:
+    """An optional share of computeBudget.steps (recipes count epochs of 100; radscale, fractions)."""
+    return Field(None, ge=0.0, lt=upper, description=description + RECIPE)
+
+
 class OptimizerSpec(Model):
-    """AdamW with cosine schedule, warmup and layer-wise LR decay."""
+    """AdamW with linear warm-up then cosine LR, cosine weight decay, layer-wise LR decay, a
+    patch-embedding LR multiplier and (dino) a frozen last layer early on. Unset schedule fields
+    take the recipe of the encoder's paradigm: DINOv2 for dino, open_clip for clip/unicl."""
 
     validations = cel.OPTIMIZER_RULES
 
     name: Literal["adamw"] = Field("adamw", description="Optimizer. Only adamw for now.")
     lr: float = Field(1e-4, gt=0.0, le=1.0, description="Peak learning rate (after warmup), at globalBatchSize.")
     min_lr: float = Field(1e-6, ge=0.0, le=1.0, description="Learning rate at the end of the cosine schedule.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps; must be below computeBudget.steps.")
-    weight_decay: float = Field(0.04, ge=0.0, le=1.0, description="Weight decay at the start of the schedule.")
-    weight_decay_end: float | None = Field(
-        None, ge=0.0, le=1.0, description="Weight decay at the end (cosine). Unset: constant."
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear LR warm-up in steps; must be below computeBudget.steps. "
+        "Overrides warmupFraction."
     )
-    layer_decay: float = Field(
-        1.0, gt=0.0, le=1.0, description="Layer-wise LR decay (1.0 = off; 0.9 is usual for ViT-B)."
+    warmup_fraction: float | None = fraction(
+        "Linear LR warm-up as a fraction of computeBudget.steps (dino 0.1: 10 of 100 epochs; "
+        "clip/unicl: open_clip's 10,000 steps, at most 0.1)."
+    )
+    weight_decay: float | None = Field(
+        None, ge=0.0, le=1.0, description="Weight decay at the start of the schedule (dino 0.04, clip/unicl 0.2)."
+        + RECIPE
+    )
+    weight_decay_end: float | None = Field(
+        None, ge=0.0, le=1.0, description="Weight decay at the end (cosine from weightDecay; dino 0.4; "
+        "clip/unicl: equal to weightDecay, constant)." + RECIPE
+    )
+    layer_decay: float | None = Field(
+        None, gt=0.0, le=1.0, description="Layer-wise LR decay of the image tower (1.0 = off; dino 0.9, "
+        "clip/unicl 1.0)." + RECIPE
+    )
+    patch_embed_lr_mult: float | None = Field(
+        None, gt=0.0, le=1.0, description="LR multiplier of the patch embedding (dino 0.2, clip/unicl 1.0)." + RECIPE
+    )
+    freeze_last_layer_fraction: float | None = fraction(
+        "dino only: the DINO head's last layer (the prototypes) does not train for this fraction of the "
+        "steps (0.01: 1 of 100 epochs)."
     )
     clip_grad: float | None = Field(3.0, gt=0.0, description="Gradient-norm clip. Unset: no clipping.")
+
+
+class TeacherSpec(Model):
+    """The DINO teacher's schedules (dino only). Unset: DINOv2's values."""
+
+    temperature_start: float | None = Field(
+        None, gt=0.0, le=1.0, description="Teacher softmax temperature at step 0 (0.04)." + RECIPE
+    )
+    temperature: float | None = Field(
+        None, gt=0.0, le=1.0, description="Teacher temperature after the warm-up (0.07)." + RECIPE
+    )
+    temperature_warmup_fraction: float | None = fraction(
+        "Linear teacher-temperature warm-up as a fraction of computeBudget.steps (0.3: 30 of 100 epochs).",
+        upper=1.0,
+    )
+    momentum: float | None = Field(
+        None, ge=0.0, le=1.0, description="EMA momentum at step 0, cosine to momentumEnd (0.992)." + RECIPE
+    )
+    momentum_end: float | None = Field(
+        None, ge=0.0, le=1.0, description="EMA momentum at the last step (1.0)." + RECIPE
+    )
 
 
 class TextSpec(Model):
@@ -239,6 +289,15 @@ class EncoderSpec(Model):
     )
     adaptive: AdaptiveSpec | None = Field(
         None, description="This encoder's sizes by sequential design, overriding spec.adaptive and spec.sizes.")
+    teacher: TeacherSpec | None = Field(
+        None, description="DINO teacher schedules (dino only). Unset: DINOv2's values apply."
+    )
+    drop_path_rate: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Stochastic depth of the image tower (timm drop_path_rate; dino: the same rate in every "
+        "block of the student, none in the teacher). Unset: the recipe's rate for the architecture "
+        "(dino 0.3, 0.4 for ViT-L/14 and ViT-g; clip/unicl 0).",
+    )
 
 
 # ---- compute and resources ----------------------------------------------------------------

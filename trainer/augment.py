@@ -1,8 +1,15 @@
 """Views for pretraining, on the worker's device, from prepared uint16 images.
 
-DINOv2 multi-crop: 2 global crops (scale 0.32-1) at the encoder's image size and 8 local crops
-(scale 0.05-0.32) at 96/224 of it, with brightness/contrast jitter; no colour (radiographs are
-grey) and no flips (laterality matters). CLIP/UniCL: one global view per image.
+The recipe per paradigm is :data:`radscale.recipes.AUGMENT`; ``docs/pretraining.md`` says why.
+
+- ``dino``: DINOv2's multi-crop (``dinov2/data/augmentations.py``): 2 global crops (scale 0.32-1)
+  at the encoder's image size and 8 local crops (scale 0.05-0.32) at 96/224 of it; brightness and
+  contrast jitter (0.4, applied with p 0.8); Gaussian blur (sigma 0.1-2) with p 1.0 on the first
+  global crop, 0.1 on the second and 0.5 on the locals; solarisation (p 0.2) on the second global
+  crop. Not kept: saturation/hue jitter and random grayscale (no-ops on a grey image copied to
+  three channels) and horizontal flips (laterality is anatomy and tube position, not noise).
+- ``clip``/``unicl``: open_clip's training view, one random-resized crop at scale 0.9-1 and no
+  colour jitter: the report describes the whole image, so a view must keep what it names.
 """
 
 from __future__ import annotations
@@ -13,7 +20,12 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from radscale.recipes import AUGMENT
+
 MEAN, STD = 0.5, 0.25  # radiographs normalised per image to [0, 1] at prepare time
+DINO, CONTRASTIVE = AUGMENT["dino"], AUGMENT["contrastive"]
+BLUR_KERNEL = 9  # dinov2's GaussianBlur: kernel 9, sigma uniform in [0.1, 2]
+BLUR_SIGMA = (0.1, 2.0)
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -26,24 +38,43 @@ def _multiple(n: float, patch: int) -> int:
     return max(patch, round(n / patch) * patch)
 
 
+def _photometric(jitter: float, jitter_p: float, blur_p: float, solarize_p: float = 0.0) -> list:
+    tf: list = []
+    if jitter > 0 and jitter_p > 0:
+        tf.append(v2.RandomApply([v2.ColorJitter(brightness=jitter, contrast=jitter)], p=jitter_p))
+    if blur_p > 0:
+        tf.append(v2.RandomApply([v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)], p=blur_p))
+    if solarize_p > 0:
+        tf.append(v2.RandomSolarize(threshold=0.5, p=solarize_p))
+    return tf
+
+
 @dataclasses.dataclass
 class MultiCrop:
     image_size: int
     patch: int
-    local_crops: int = 8
-    global_scale: tuple[float, float] = (0.32, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.32)
+    local_crops: int = DINO["local_crops"]
+    global_scale: tuple[float, float] = DINO["global_scale"]
+    local_scale: tuple[float, float] = DINO["local_scale"]
+    jitter: float = DINO["jitter"]
+    jitter_p: float = DINO["jitter_p"]
+    blur_p: tuple[float, float, float] = DINO["blur_p"]
+    solarize_p: float = DINO["solarize_p"]
 
     def __post_init__(self) -> None:
-        jitter = v2.ColorJitter(brightness=0.4, contrast=0.4)
-        self.global_tf = v2.Compose([v2.RandomResizedCrop(_multiple(self.image_size, self.patch),
-                                                          scale=self.global_scale, antialias=True), jitter])
+        size = _multiple(self.image_size, self.patch)
+        crop = v2.RandomResizedCrop(size, scale=self.global_scale, antialias=True)
+        self.global_tf = [
+            v2.Compose([crop, *_photometric(self.jitter, self.jitter_p, self.blur_p[0])]),
+            v2.Compose([crop, *_photometric(self.jitter, self.jitter_p, self.blur_p[1], self.solarize_p)]),
+        ]
         local = _multiple(self.image_size * 96 / 224, self.patch)
-        self.local_tf = v2.Compose([v2.RandomResizedCrop(local, scale=self.local_scale, antialias=True), jitter])
+        self.local_tf = v2.Compose([v2.RandomResizedCrop(local, scale=self.local_scale, antialias=True),
+                                    *_photometric(self.jitter, self.jitter_p, self.blur_p[2])])
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x (B, 3, S, S) in [0, 1] -> [global_1, global_2, local_1..local_n], each (B, 3, h, w), standardised."""
-        views = [torch.stack([self.global_tf(img) for img in x]) for _ in range(2)]
+        views = [torch.stack([tf(img) for img in x]) for tf in self.global_tf]
         views += [torch.stack([self.local_tf(img) for img in x]) for _ in range(self.local_crops)]
         return [(v - MEAN) / STD for v in views]
 
@@ -52,11 +83,14 @@ class MultiCrop:
 class SingleView:
     image_size: int
     patch: int
-    scale: tuple[float, float] = (0.5, 1.0)
+    scale: tuple[float, float] = CONTRASTIVE["scale"]
+    jitter: float = CONTRASTIVE["jitter"]
 
     def __post_init__(self) -> None:
-        self.tf = v2.Compose([v2.RandomResizedCrop(_multiple(self.image_size, self.patch), scale=self.scale,
-                                                   antialias=True), v2.ColorJitter(brightness=0.2, contrast=0.2)])
+        tf: list = [v2.RandomResizedCrop(_multiple(self.image_size, self.patch), scale=self.scale, antialias=True)]
+        if self.jitter > 0:
+            tf.append(v2.ColorJitter(brightness=self.jitter, contrast=self.jitter))
+        self.tf = v2.Compose(tf)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (torch.stack([self.tf(img) for img in x]) - MEAN) / STD

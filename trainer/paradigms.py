@@ -9,15 +9,15 @@ of one batch so that DDP (which hooks ``forward``) synchronises every gradient.
 from __future__ import annotations
 
 import copy
-import hashlib
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from radscale import recipes
 from radscale.trainer import augment, parallel
-from radscale.trainer.models.encoders import Encoder, encoder_from_spec
+from radscale.trainer.models.encoders import Encoder, encoder_from_spec, set_drop_path
 from radscale.trainer.models.text import text_from_spec
 from radscale.trainer.objectives import clip, dino, ibot, koleo, teacher, unicl
 from radscale.trainer.objectives.heads import DINOHead
@@ -46,18 +46,19 @@ class DinoStudent(nn.Module):
 
 
 class DinoObjective:
-    """DINO + iBOT + 0.1 KoLeo, with the teacher (EMA) and its schedules."""
+    """DINO + iBOT + 0.1 KoLeo, with the teacher (EMA) and its schedules (from the recipe)."""
 
-    def __init__(self, student: DinoStudent, steps: int, local_crops: int = 8, centering: str = "centering"):
+    def __init__(self, student: DinoStudent, recipe: recipes.Recipe, local_crops: int = 8,
+                 centering: str = "centering"):
         self.teacher = copy.deepcopy(student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        set_drop_path(self.teacher, 0.0)  # DINOv2's teacher backbone has no stochastic depth
         k = student.head.last_layer.out_features
         self.dino_loss, self.ibot_loss = dino.DINOLoss(k), ibot.IBOTPatchLoss(k)
-        self.steps, self.centering = steps, centering
+        self.recipe, self.steps, self.centering = recipe, recipe.steps, centering
         self.crops = augment.MultiCrop(student.encoder.model.patch_embed.img_size[0], _patch(student.encoder),
                                        local_crops=local_crops)
-        self.warmup = max(1, steps // 10)  # teacher temperature warm-up: the first 10% of the steps
 
     def to(self, device: torch.device) -> DinoObjective:
         self.teacher.to(device)
@@ -86,7 +87,9 @@ class DinoObjective:
         side = views[0].shape[-1] // _patch(self.teacher.encoder)
         rng = np.random.default_rng([step, int(batch.row_ids[0]) if len(batch.row_ids) else 0])
         masks = [m.to(device) for m in ibot.sample_masks(2 * b, (side, side), rng=rng).split(b)]
-        temp = teacher.teacher_temperature(step, self.warmup)
+        r = self.recipe
+        temp = teacher.teacher_temperature(step, r.teacher_temperature_warmup_steps,
+                                           r.teacher_temperature_start, r.teacher_temperature)
         with torch.no_grad():
             t_feats, t_cls, _ = self.teacher(views[:2])
             t_probs = self.dino_loss.teacher_targets(torch.cat(t_cls), temp, self.centering).split(b)
@@ -101,7 +104,7 @@ class DinoObjective:
                       "loss_koleo": float(loss_koleo.detach()), "teacher_temp": temp}
 
     def after_step(self, model: nn.Module, step: int) -> dict:
-        m = teacher.teacher_momentum(step, self.steps)
+        m = teacher.teacher_momentum(step, self.steps, self.recipe.teacher_momentum, self.recipe.teacher_momentum_end)
         teacher.ema_update(self.teacher, parallel.unwrap(model), m)
         return {"teacher_momentum": m}
 
@@ -151,32 +154,32 @@ class ContrastiveObjective:
         b = img.shape[0]
         if self.paradigm == "clip":
             loss = clip.clip_loss(img, txt[:b], scale)
-        else:
-            ids = torch.tensor([_text_id(r) for r in batch.reports], dtype=torch.int64, device=device)
+        else:  # classes from the label vectors (unicl.label_classes), not from the report text
             labels = torch.as_tensor(np.nan_to_num(batch.labels, nan=0.0), device=device)
-            loss = unicl.multilabel_unicl_loss(img, txt[:b], txt[b:], ids, labels, scale)
+            loss = unicl.multilabel_unicl_loss(img, txt[:b], txt[b:], labels, scale)
         return loss, {"logit_scale": float(scale)}
 
     def after_step(self, model: nn.Module, step: int) -> dict:
+        """open_clip: clamp the logit-scale parameter to [0, ln 100] after the optimizer step."""
+        parallel.unwrap(model).logit_scale.clamp_()
         return {}
 
     def image_tower(self, model: nn.Module) -> nn.Module:
         return parallel.unwrap(model).encoder.model
 
 
-def _text_id(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "big")
-
-
-def build(cell: Any, label_names: tuple[str, ...], storage_options: dict | None = None):
-    """(model to train, objective) for a pretrain cell spec."""
+def build(cell: Any, label_names: tuple[str, ...], storage_options: dict | None = None,
+          recipe: recipes.Recipe | None = None):
+    """(model to train, objective) for a pretrain cell spec, under its resolved recipe."""
+    recipe = recipe or recipes.resolve(cell.encoder, cell.budget.steps)
     # The Triton interpreter (TRITON_INTERPRET=1, how CI checks the kernels) is orders of magnitude
     # slower than SDPA: on CPU, ``auto`` trains with SDPA. ``triton`` still insists.
     backend = "sdpa" if cell.attention == "auto" and not torch.cuda.is_available() else cell.attention
     enc = encoder_from_spec(cell.encoder, attention_backend=backend, weights=cell.weights,
-                            storage_options=storage_options)
+                            storage_options=storage_options, drop_path_rate=recipe.drop_path_rate,
+                            drop_path_uniform=recipe.drop_path_uniform)
     if cell.encoder.paradigm == "dino":
         student = DinoStudent(enc, cell.encoder.prototypes)
-        return student, DinoObjective(student, cell.budget.steps)
+        return student, DinoObjective(student, recipe)
     model = ContrastiveModel(enc, cell.encoder.text, storage_options)
     return model, ContrastiveObjective(model, cell.encoder.paradigm, label_names)

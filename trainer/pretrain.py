@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from radscale import recipes
 from radscale.cells import CellResult, CellSpec, PretrainResult, storage_options
 from radscale.trainer import entrypoints
 from radscale.trainer.entrypoints import CellError, localise
@@ -85,12 +86,12 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(cell.run_seed)  # new parameters' init and augmentation vary by replicate
     opts = storage_options(cell.output, cell.dataset.endpoint)
     labels = tuple(cell.dataset.columns.labels)
-    model, objective = paradigms.build(cell, labels, opts)
+    recipe = recipes.resolve(cell.encoder, cell.budget.steps)  # every schedule value, spec or recipe
+    model, objective = paradigms.build(cell, labels, opts, recipe)
     strategy = getattr(cell.resources, "strategy", "ddp")
     model = parallel.wrap(model, strategy, device, world, companions=objective.modules())
     objective.to(device)
-    opt_spec = cell.encoder.optimizer
-    optimizer = optim.build(model, parallel.unwrap(model).encoder.model, opt_spec)  # after wrap: FSDP replaces params
+    optimizer = optim.build(model, parallel.unwrap(model).encoder.model, recipe)  # after wrap: FSDP replaces params
     position = {"step": 0}
     resumed_from = 0
     checkpoint = ray.train.get_checkpoint()
@@ -120,13 +121,13 @@ def train_loop(config: dict[str, Any]) -> None:
         if chaos.get("step") == step + 1 and rank == world - 1 and not Path(chaos["marker"]).exists():
             Path(chaos["marker"]).touch()
             raise RuntimeError(f"chaos: injected worker failure at step {step + 1}")
-        lr, wd = optim.schedule(optimizer, step, opt_spec, steps)
+        lr, wd = optim.schedule(optimizer, step, recipe)
         with autocast:
             loss, extra = objective.loss(model, batch, step, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if opt_spec.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opt_spec.clip_grad)
+        if recipe.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
         optimizer.step()
         extra.update(objective.after_step(model, step))
         step += 1
@@ -205,10 +206,10 @@ def run(cell: CellSpec) -> CellResult:
     opts = storage_options(cell.output, cell.dataset.endpoint)
     fs, root = fsspec.core.url_to_fs(cell.output, **opts)
     fs.makedirs(root, exist_ok=True)
+    recipe = recipes.resolve(cell.encoder, cell.budget.steps)
     tracking_uri, run_id = entrypoints.mlflow_run(cell, {
-        "paradigm": cell.encoder.paradigm, "model": cell.encoder.model, "steps": cell.budget.steps,
-        "global_batch_size": cell.budget.global_batch_size, "lr": cell.encoder.optimizer.lr,
-        "workers": cell.resources.workers})
+        **recipe.params(), "paradigm": cell.encoder.paradigm, "model": cell.encoder.model,
+        "global_batch_size": cell.budget.global_batch_size, "workers": cell.resources.workers})
     res = cell.resources
     chaos = None
     if os.environ.get("RADSCALE_CHAOS_FAIL_AT_STEP"):

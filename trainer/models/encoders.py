@@ -283,6 +283,56 @@ def _packed_block(blk: nn.Module, x: torch.Tensor, cu_seqlens: torch.Tensor, max
         return blk(x)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (timm's ``drop_path_rate``): the residual branch of a sample is dropped
+    with probability ``drop_prob`` and kept ones are scaled by ``1 / (1 - drop_prob)``.
+
+    Inside a packed multi-crop batch (one ``(1, T, C)`` sequence) the sample is each packed
+    sequence, one crop of one image, as DINOv2 draws it per sample of each crop's batch; timm's
+    ``DropPath`` would drop the whole packed batch at once."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        packing = _PACKING.get()
+        if packing is not None and x.shape[0] == 1:
+            cu_seqlens, _ = packing
+            per_seq = x.new_empty(cu_seqlens.numel() - 1).bernoulli_(keep).div_(keep)
+            per_token = torch.repeat_interleave(per_seq, (cu_seqlens[1:] - cu_seqlens[:-1]).long(),
+                                                output_size=x.shape[1])
+            return x * per_token.view(1, -1, *([1] * (x.ndim - 2)))
+        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+DROP_PATH_ATTRS = ("drop_path", "drop_path1", "drop_path2")
+
+
+def set_drop_path(model: nn.Module, rate: float | None) -> int:
+    """Give every block's stochastic-depth slots (timm's ``drop_path``/``drop_path1``/``drop_path2``)
+    the same ``rate`` (DINOv2's ``drop_path_uniform``; 0 removes them, as for the teacher), or with
+    ``rate=None`` keep each slot's rate and make it packing-aware. Returns the slots set."""
+    from timm.layers import DropPath as TimmDropPath
+
+    slots = 0
+    for module in model.modules():
+        for attr in DROP_PATH_ATTRS:
+            current = getattr(module, attr, None)
+            if not isinstance(current, nn.Identity | TimmDropPath | DropPath):
+                continue
+            p = float(getattr(current, "drop_prob", 0.0)) if rate is None else rate
+            setattr(module, attr, DropPath(p) if p > 0 else nn.Identity())
+            slots += 1
+    return slots
+
+
 def encoder_from_spec(spec: Any, attention_backend: Backend = "auto", weights: str | None = None,
                       **kwargs: Any) -> Encoder:
     """Build from an ``EncoderSpec`` (radscale.operator.api): its model, image size and init weights."""
@@ -299,9 +349,15 @@ def build_encoder(
     storage_options: dict[str, Any] | None = None,
     grad_checkpointing: bool = False,
     autocast_bf16: bool = False,
+    drop_path_rate: float = 0.0,
+    drop_path_uniform: bool = True,
 ) -> Encoder:
-    """A timm architecture (no download), our attention inside, weights from ``weights`` if named."""
+    """A timm architecture (no download), our attention inside, weights from ``weights`` if named.
+    ``drop_path_rate``: the same in every block when ``drop_path_uniform`` (DINOv2), else timm's
+    linear rise over depth."""
     kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "img_size": img_size}
+    if drop_path_rate and not drop_path_uniform:
+        kwargs["drop_path_rate"] = drop_path_rate
     try:
         model = timm.create_model(model_name, dynamic_img_size=True, **kwargs)
     except TypeError:  # not a ViT with dynamic position embeddings: fixed-size forward only
@@ -309,6 +365,7 @@ def build_encoder(
     except RuntimeError as exc:
         raise ValueError(f"unknown timm architecture {model_name!r}: {exc}") from exc
     swap_attention(model, attention_backend)
+    set_drop_path(model, drop_path_rate if drop_path_uniform else None)
     load_weights(model, weights, storage_options)
     encoder = Encoder(model, autocast_bf16=autocast_bf16)
     if grad_checkpointing:

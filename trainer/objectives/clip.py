@@ -16,7 +16,12 @@ MAX_LOGIT_SCALE = 100.0
 
 
 class LogitScale(nn.Module):
-    """log(1/T), initialised at 1/0.07 and clamped at 100 when used (CLIP)."""
+    """The learnable ``log(1/T)``, initialised at ``ln(1/0.07)``.
+
+    As in open_clip (``open_clip_train/train.py``) the parameter itself is clamped to
+    ``[0, ln 100]`` after each optimizer step (:meth:`clamp_`), never inside the forward: a clamp
+    in the forward zeroes the gradient above ln 100, and a parameter stuck there (it has no weight
+    decay) could never come back down."""
 
     def __init__(self, init_temperature: float = INIT_TEMPERATURE):
         super().__init__()
@@ -24,7 +29,14 @@ class LogitScale(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor([math.log(1.0 / init_temperature)]))
 
     def forward(self) -> torch.Tensor:
-        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)[0]
+        return self.log_scale.exp()[0]
+
+    @torch.no_grad()
+    def clamp_(self, max_scale: float = MAX_LOGIT_SCALE) -> None:
+        """Clamp the parameter in place (call after ``optimizer.step()``); under FSDP on each shard."""
+        param = self.log_scale
+        local = param.to_local() if hasattr(param, "to_local") else param
+        local.clamp_(0.0, math.log(max_scale))
 
 
 def contrastive_logits(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

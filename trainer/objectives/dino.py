@@ -44,7 +44,14 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, temperature: float, iterations:
 
 class CenteredTeacher(nn.Module):
     """The teacher side shared by the CLS and patch losses: centring (momentum 0.9) and sharpening,
-    or Sinkhorn-Knopp, over the rows of every worker."""
+    or Sinkhorn-Knopp, over the rows of every worker.
+
+    The batch centre is the mean of per-worker means (DINOv2: ``DINOLoss`` and
+    ``iBOTPatchLoss.reduce_center_update`` all-reduce each worker's sum, or mean, and divide by the
+    world size). For the CLS loss every worker has the same rows, so it equals the mean over all
+    rows; for iBOT, where each worker masks a different number of patches, every worker weighs the
+    same whatever its count. A worker without rows (no masked patch this step) is left out of the
+    mean instead of making it NaN."""
 
     def __init__(self, out_dim: int, student_temp: float = STUDENT_TEMPERATURE,
                  center_momentum: float = CENTER_MOMENTUM):
@@ -57,13 +64,23 @@ class CenteredTeacher(nn.Module):
                         centering: str = "centering") -> torch.Tensor:
         """Teacher probabilities per row; with ``centering`` the centre is then updated from these
         rows (the softmax of batch t uses the centre of batches up to t-1, as in DINOv2)."""
-        count = all_reduce_sum(torch.tensor(float(teacher_logits.shape[0]), device=teacher_logits.device))
+        rows = teacher_logits.shape[0]
         if centering == "sinkhorn":  # rows may differ per worker (iBOT's masked patches): B is global
+            count = all_reduce_sum(torch.tensor(float(rows), device=teacher_logits.device))
             return sinkhorn_knopp(teacher_logits, temperature, samples=int(count.item()))
         probs = F.softmax((teacher_logits.float() - self.center) / temperature, dim=-1)
-        batch = all_reduce_sum(teacher_logits.float().sum(dim=0, keepdim=True))
-        self.center.mul_(self.center_momentum).add_(batch / count.clamp(min=1.0), alpha=1.0 - self.center_momentum)
+        self.center.mul_(self.center_momentum).add_(worker_mean(teacher_logits), alpha=1.0 - self.center_momentum)
         return probs
+
+
+@torch.no_grad()
+def worker_mean(rows: torch.Tensor) -> torch.Tensor:
+    """[1, K]: the mean over workers (that have rows) of each worker's mean row; one all-reduce."""
+    n = rows.shape[0]
+    local = rows.float().sum(dim=0, keepdim=True) / max(n, 1)
+    packed = torch.cat([local, local.new_full((1, 1), 1.0 if n else 0.0)], dim=1)
+    all_reduce_sum(packed)
+    return packed[:, :-1] / packed[:, -1:].clamp(min=1.0)
 
 
 class DINOLoss(CenteredTeacher):

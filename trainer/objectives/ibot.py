@@ -3,7 +3,9 @@
 The student sees some patches masked; at those positions its prototype scores are trained
 against the teacher's (which saw the whole image). Each image's masked patches are averaged, then
 images are averaged (images without masks count, with zero loss), as in DINOv2. The teacher side
-is centred (momentum 0.9) or balanced by Sinkhorn-Knopp, as for the CLS loss.
+is centred (momentum 0.9; the centre is the mean of per-worker means of the masked patches, as in
+DINOv2, so a worker that masked fewer patches weighs as much as one that masked more) or balanced
+by Sinkhorn-Knopp, as for the CLS loss.
 
 Masks (:func:`sample_masks`): half the images get a mask, with ratios spread over [0.1, 0.5]
 (DINOv2's collate), made of rectangular blocks of patches as in BEiT/iBOT/DINOv2's

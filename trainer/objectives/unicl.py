@@ -5,9 +5,16 @@ each row (image -> texts) and each column (text -> images) against its positives
 sum to one, averaged over both directions. With all labels distinct the targets are the identity
 and this is exactly CLIP.
 
+Classes follow the paper: in UniCL an image-label pair's class is its label, and an image-text
+pair without a label is its own class. Radiology pairs carry a structured label vector, so the
+class of a pair is its set of positive labels (:func:`label_classes`): pairs whose label vectors
+have the same positives share a class, and their reports are positives of each other's images;
+a pair with no positive label (a normal study, or one whose labels are all 0, -1 uncertain or
+blank) is its own class, as an unlabelled image-text pair is. Report text never decides a class.
+
 For radiology (MI2-style) it is multi-label: the texts of a batch are the reports and one prompt
-per structured label ("chest x-ray with pleural effusion"); an image is positive with its report
-(and any identical report) and with the prompt of each of its positive labels.
+per structured label ("chest x-ray with pleural effusion"); an image is positive with the reports
+of its class and with the prompt of each of its positive labels.
 """
 
 from __future__ import annotations
@@ -28,14 +35,27 @@ def prompt(label: str) -> str:
     return f"chest x-ray with {label.replace('_', ' ')}"
 
 
-def multilabel_targets(report_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def label_classes(labels: torch.Tensor) -> torch.Tensor:
+    """Class ids [B] (int64) of image-report pairs from their label vectors ``labels`` [B, L]
+    (1 positive; 0, -1 uncertain and NaN/blank are not): rows with the same set of positives share
+    an id; a row without any positive gets an id of its own. Ids are only compared within the call."""
+    positive = labels == 1
+    b = positive.shape[0]
+    if positive.shape[1] == 0:
+        return torch.arange(b, device=labels.device)
+    _, ids = torch.unique(positive, dim=0, return_inverse=True)
+    own = positive.any(dim=1).logical_not()
+    return torch.where(own, positive.shape[0] + torch.arange(b, device=labels.device), ids.to(torch.int64))
+
+
+def multilabel_targets(classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Targets [B, B + L] for texts = B reports then L label prompts.
 
-    ``report_ids`` [B]: equal ids for identical reports; ``labels`` [B, L]: 1 positive, anything
+    ``classes`` [B]: class ids (:func:`label_classes`); ``labels`` [B, L]: 1 positive, anything
     else (0, -1 uncertain, blank) not a positive.
     """
-    same_report = (report_ids.view(-1, 1) == report_ids.view(1, -1)).float()
-    return torch.cat([same_report, (labels == 1).float()], dim=1)
+    same_class = (classes.view(-1, 1) == classes.view(1, -1)).float()
+    return torch.cat([same_class, (labels == 1).float()], dim=1)
 
 
 def unicl_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -50,15 +70,16 @@ def unicl_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def multilabel_unicl_loss(image: torch.Tensor, reports: torch.Tensor, prompts: torch.Tensor,
-                          report_ids: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+                          labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """MI2-style UniCL over the global batch: images against every worker's reports (gathered) and
     the label prompts (the same on every worker, so not gathered).
 
-    ``report_ids`` [B] int64, equal for identical report texts on any worker (a text hash);
-    ``labels`` [B, L] for the L prompts."""
+    ``labels`` [B, L] for the L prompts; classes are taken from the gathered label vectors, so
+    pairs on different workers share a class too."""
     image_g = gather_with_grad(F.normalize(image.float(), dim=-1))
     reports_g = gather_with_grad(F.normalize(reports.float(), dim=-1))
     prompts = F.normalize(prompts.float(), dim=-1)
     logits = scale * image_g @ torch.cat([reports_g, prompts]).t()
-    targets = multilabel_targets(gather(report_ids), gather(labels))
+    labels_g = gather(labels)
+    targets = multilabel_targets(label_classes(labels_g), labels_g)
     return unicl_loss(logits, targets)

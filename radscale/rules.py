@@ -55,6 +55,34 @@ ENCODER_RULES = (
         "text applies only to clip/unicl encoders; remove it or change the paradigm",
         ".text",
     ),
+    Rule(
+        "self.paradigm != 'dino' || !self.model.startsWith('davit')",
+        "a davit tower has no token sequence for DINO's multi-crop and iBOT: use it on a clip or unicl "
+        "encoder, or a ViT (vit_base_patch14_dinov2) for dino",
+        ".model",
+    ),
+    Rule(
+        "!self.model.startsWith('davit') || self.imageSize % 32 == 0",
+        "a davit tower downsamples by 32: imageSize must be a multiple of 32",
+        ".imageSize",
+    ),
+)
+
+NORMALIZATION_RULES = (
+    Rule(
+        "self.mean.size() == self.std.size()",
+        "normalization needs as many std values as mean values (1 for grey, 3 for RGB)",
+        ".std",
+    ),
+)
+
+DECODER_RULES = (
+    Rule(
+        "self.model != 'builtin' || self.tuning == 'frozen'",
+        "tuning: lora adapts a Hugging Face LM; the builtin decoder trains whole. Name an LM in model, or "
+        "remove tuning",
+        ".tuning",
+    ),
 )
 
 OPTIMIZER_RULES = (
@@ -98,6 +126,11 @@ TASK_RULES = (
         "self.kind != 'segmentation' || has(self.maskColumn)",
         "a segmentation task needs maskColumn: the manifest column with mask paths",
         ".maskColumn",
+    ),
+    Rule(
+        "self.kind == 'report-generation' || !has(self.decoder)",
+        "decoder applies only to report-generation tasks; remove it",
+        ".decoder",
     ),
     Rule(
         "self.kind == 'segmentation' || !has(self.maskColumn)",

@@ -70,6 +70,17 @@ ENCODER_RULES = (
         ".text",
     ),
     Rule(
+        "self.paradigm != 'dino' || !self.model.startsWith('davit')",
+        "a davit tower has no token sequence for DINO's multi-crop and iBOT: use it on a clip or unicl "
+        "encoder, or a ViT (vit_base_patch14_dinov2) for dino",
+        ".model",
+    ),
+    Rule(
+        "!self.model.startsWith('davit') || self.imageSize % 32 == 0",
+        "a davit tower downsamples by 32: imageSize must be a multiple of 32",
+        ".imageSize",
+    ),
+    Rule(
         "self.paradigm == 'dino' || !has(self.teacher)",
         "teacher applies only to dino encoders; remove it or change the paradigm",
         ".teacher",
@@ -90,6 +101,23 @@ ENCODER_RULES = (
 ADAPTIVE_RULES = (
     Rule("self.max > self.min", "adaptive.max must be above adaptive.min", ".max"),
     Rule("self.grid >= self.initial", "adaptive.grid (candidate sizes) must be at least adaptive.initial", ".grid"),
+)
+
+NORMALIZATION_RULES = (
+    Rule(
+        "self.mean.size() == self.std.size()",
+        "normalization needs as many std values as mean values (1 for grey, 3 for RGB)",
+        ".std",
+    ),
+)
+
+DECODER_RULES = (
+    Rule(
+        "self.model != 'builtin' || self.tuning == 'frozen'",
+        "tuning: lora adapts a Hugging Face LM; the builtin decoder trains whole. Name an LM in model, or "
+        "remove tuning",
+        ".tuning",
+    ),
 )
 
 OPTIMIZER_RULES: tuple[Rule, ...] = ()
@@ -127,6 +155,11 @@ TASK_RULES = (
         "self.kind != 'segmentation' || has(self.maskColumn)",
         "a segmentation task needs maskColumn: the manifest column with mask paths",
         ".maskColumn",
+    ),
+    Rule(
+        "self.kind == 'report-generation' || !has(self.decoder)",
+        "decoder applies only to report-generation tasks; remove it",
+        ".decoder",
     ),
     Rule(
         "self.kind == 'segmentation' || !has(self.maskColumn)",

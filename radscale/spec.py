@@ -259,6 +259,19 @@ class AdaptiveSpec(Model):
                                   "divided by its value is at most this (0.25: +-12.5%).")
 
 
+class NormalizationSpec(Model):
+    """Per-channel standardisation ``(x - mean) / std`` of images scaled to [0, 1]."""
+
+    validations = cel.NORMALIZATION_RULES
+
+    mean: Annotated[list[float], Field(min_length=1, max_length=3)] = Field(
+        ..., description="One value (grey, repeated) or three (RGB), e.g. [0.5307] for RAD-DINO."
+    )
+    std: Annotated[list[Annotated[float, Field(gt=0.0)]], Field(min_length=1, max_length=3)] = Field(
+        ..., description="As many positive values as mean, e.g. [0.2583] for RAD-DINO."
+    )
+
+
 class EncoderSpec(Model):
     """One encoder of the grid: an architecture, a paradigm and a starting point."""
 
@@ -273,14 +286,22 @@ class EncoderSpec(Model):
     )
     model: str = Field(
         ..., pattern=TIMM_NAME, max_length=128,
-        description="timm architecture name, e.g. vit_base_patch14_dinov2 or vit_base_patch16_clip_224.",
+        description="timm architecture name, e.g. vit_base_patch14_dinov2 (RAD-DINO), vit_base_patch16_clip_224, "
+        "or davit_base / davit_huge (MI2's DaViT tower; clip and unicl only).",
     )
     init: str = Field(
         "none", pattern=WEIGHTS_URI, max_length=1024,
         description="Weights to continue pretraining from (the open model; also the baseline): "
-        "none, a path, an fsspec URL, or hf-hub:ORG/NAME. Nothing is downloaded unless named here.",
+        "none, a file (safetensors or torch) or folder (Hugging Face save_pretrained: transformers "
+        "Dinov2Model, open_clip or timm layout) as a path or fsspec URL, or hf-hub:ORG/NAME, read from the "
+        "local Hugging Face cache first. Nothing is downloaded unless named here.",
     )
     image_size: int = Field(..., ge=32, le=2048, description="Input resolution (pixels) of global views.")
+    normalization: NormalizationSpec | None = Field(
+        None, description="Image standardisation. Unset: what travels with the init weights (radscale's "
+        "metadata, preprocessor_config.json beside them, or published values such as RAD-DINO's "
+        "0.5307/0.2583); radscale's 0.5/0.25 for a random init.",
+    )
     optimizer: OptimizerSpec = sub(OptimizerSpec, "Optimizer settings.")
     text: TextSpec | None = Field(None, description="Text tower (clip/unicl only). Defaults apply when unset.")
     prototypes: int = Field(
@@ -352,6 +373,25 @@ class ResourcesSpec(Model):
 # ---- evaluation ---------------------------------------------------------------------------
 
 
+class DecoderSpec(Model):
+    """The report generator: radscale's small built-in decoder, or a Hugging Face causal LM behind a
+    trained MLP projector (LLaVA-style, as RAD-DINO and MI2 evaluate report generation)."""
+
+    validations = cel.DECODER_RULES
+
+    model: str = Field(
+        "builtin", pattern=r"^(builtin|hf-hub:[^\s]+|[a-z][a-z0-9+.-]*://[^\s]+|/[^\s]*)$", max_length=1024,
+        description="builtin (2-layer transformer over the patch tokens; the CPU default), or a causal LM "
+        "in transformers' save_pretrained layout (weights + tokenizer) as hf-hub:ORG/NAME (local cache "
+        "first), a path or an fsspec URL.",
+    )
+    tuning: Literal["frozen", "lora"] = Field(
+        "frozen", description="A Hugging Face LM: frozen (only the projector trains) or lora (plus LoRA "
+        "adapters on its linear layers, with peft)."
+    )
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank (tuning: lora).")
+
+
 class TaskSpec(Model):
     """One frozen-encoder evaluation task."""
 
@@ -366,6 +406,9 @@ class TaskSpec(Model):
     )
     mask_column: str | None = Field(
         None, max_length=128, description="Mask column of a segmentation task (from dataset.columns.masks)."
+    )
+    decoder: DecoderSpec | None = Field(
+        None, description="report-generation only: the decoder. Unset: the built-in one."
     )
     metric: str | None = Field(
         None, max_length=32,

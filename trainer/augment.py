@@ -10,6 +10,9 @@ The recipe per paradigm is :data:`radscale.recipes.AUGMENT`; ``docs/pretraining.
   three channels) and horizontal flips (laterality is anatomy and tube position, not noise).
 - ``clip``/``unicl``: open_clip's training view, one random-resized crop at scale 0.9-1 and no
   colour jitter: the report describes the whole image, so a view must keep what it names.
+
+Standardisation is the encoder's: the mean/std that travel with its init weights
+(``Encoder.preprocess``); :data:`DEFAULT` (radscale's 0.5/0.25) only for a random init.
 """
 
 from __future__ import annotations
@@ -28,10 +31,30 @@ BLUR_KERNEL = 9  # dinov2's GaussianBlur: kernel 9, sigma uniform in [0.1, 2]
 BLUR_SIGMA = (0.1, 2.0)
 
 
-def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, S, S) uint16 -> (B, 3, S, S) float, standardised."""
-    x = torch.from_numpy(images.astype(np.float32) / 65535.0).to(device)
-    return ((x - MEAN) / STD).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+@dataclasses.dataclass(frozen=True)
+class Normalize:
+    """``(x - mean) / std`` per channel of (B, 3, H, W) images in [0, 1]."""
+
+    mean: tuple[float, ...] = (MEAN,) * 3
+    std: tuple[float, ...] = (STD,) * 3
+
+    @classmethod
+    def of(cls, preprocess: object) -> Normalize:
+        """From an encoder's ``preprocess`` (anything with mean and std)."""
+        return cls(tuple(preprocess.mean), tuple(preprocess.std))  # type: ignore[attr-defined]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+DEFAULT = Normalize()
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu", norm: Normalize = DEFAULT) -> torch.Tensor:
+    """(B, S, S) uint16 -> (B, 3, S, S) float, standardised with ``norm``."""
+    return norm(unit(images, device))
 
 
 def _multiple(n: float, patch: int) -> int:
@@ -60,6 +83,7 @@ class MultiCrop:
     jitter_p: float = DINO["jitter_p"]
     blur_p: tuple[float, float, float] = DINO["blur_p"]
     solarize_p: float = DINO["solarize_p"]
+    norm: Normalize = DEFAULT
 
     def __post_init__(self) -> None:
         size = _multiple(self.image_size, self.patch)
@@ -76,7 +100,7 @@ class MultiCrop:
         """x (B, 3, S, S) in [0, 1] -> [global_1, global_2, local_1..local_n], each (B, 3, h, w), standardised."""
         views = [torch.stack([tf(img) for img in x]) for tf in self.global_tf]
         views += [torch.stack([self.local_tf(img) for img in x]) for _ in range(self.local_crops)]
-        return [(v - MEAN) / STD for v in views]
+        return [self.norm(v) for v in views]
 
 
 @dataclasses.dataclass
@@ -85,6 +109,7 @@ class SingleView:
     patch: int
     scale: tuple[float, float] = CONTRASTIVE["scale"]
     jitter: float = CONTRASTIVE["jitter"]
+    norm: Normalize = DEFAULT
 
     def __post_init__(self) -> None:
         tf: list = [v2.RandomResizedCrop(_multiple(self.image_size, self.patch), scale=self.scale, antialias=True)]
@@ -93,7 +118,7 @@ class SingleView:
         self.tf = v2.Compose(tf)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (torch.stack([self.tf(img) for img in x]) - MEAN) / STD
+        return self.norm(torch.stack([self.tf(img) for img in x]))
 
 
 def unit(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

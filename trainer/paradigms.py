@@ -24,16 +24,23 @@ from radscale.trainer.objectives.heads import DINOHead
 
 
 def _patch(encoder: Encoder) -> int:
-    size = encoder.model.patch_embed.patch_size
-    return int(size[0] if isinstance(size, tuple | list) else size)
+    return encoder.patch
 
 
 class DinoStudent(nn.Module):
+    """``head_from_checkpoint``: the DINO head (and mask token) came from the init checkpoint (DINOv2's
+    ``dino_head.*``); False: a random head, whose last layer dinov2 freezes for its first epoch."""
+
     def __init__(self, encoder: Encoder, prototypes: int):
         super().__init__()
         self.encoder = encoder
         self.head = DINOHead(encoder.embed_dim, out_dim=prototypes)
         self.mask_token = nn.Parameter(torch.zeros(encoder.embed_dim))
+        self.head_from_checkpoint = load_head(self.head, encoder.extras)
+        if "mask_token" in encoder.extras and encoder.extras["mask_token"].numel() == encoder.embed_dim:
+            with torch.no_grad():
+                self.mask_token.copy_(encoder.extras["mask_token"].reshape(-1))
+        encoder.extras = {}  # taken: the teacher's deep copy need not carry them
 
     def forward(self, crops: list[torch.Tensor], masks: list[torch.Tensor] | None = None):
         feats = self.encoder.forward_multicrop(crops, masks or (), self.mask_token if masks else None)
@@ -43,6 +50,27 @@ class DinoStudent(nn.Module):
             patches = torch.cat([f.patches for f in feats[: len(masks)]])[torch.cat(masks)]
             patch_logits = self.head(patches)
         return feats, cls_logits, patch_logits
+
+
+def load_head(head: DINOHead, extras: dict[str, torch.Tensor]) -> bool:
+    """Load DINOv2's ``dino_head.*`` (weight-normed last layer as ``weight_g``/``weight_v`` or as torch's
+    parametrization) into ``head``; False when the checkpoint has none."""
+    theirs = {k.removeprefix("dino_head."): v for k, v in extras.items() if k.startswith("dino_head.")}
+    if not theirs:
+        return False
+    rename = {"last_layer.weight_g": "last_layer.parametrizations.weight.original0",
+              "last_layer.weight_v": "last_layer.parametrizations.weight.original1"}
+    sd = {rename.get(k, k): v for k, v in theirs.items()}
+    own = head.state_dict()
+    bad = sorted(k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape))
+    if bad or set(sd) - set(own):
+        shapes = ", ".join(f"{k} {tuple(sd[k].shape) if k in sd else 'missing'} vs {tuple(own[k].shape)}"
+                           for k in bad[:4])
+        raise ValueError(f"the init checkpoint's dino_head does not fit encoders[].prototypes="
+                         f"{head.last_layer.out_features} ({shapes}); set prototypes to the checkpoint's, or drop "
+                         "its dino_head to start a new one")
+    head.load_state_dict(sd)
+    return True
 
 
 class DinoObjective:
@@ -57,8 +85,8 @@ class DinoObjective:
         k = student.head.last_layer.out_features
         self.dino_loss, self.ibot_loss = dino.DINOLoss(k), ibot.IBOTPatchLoss(k)
         self.recipe, self.steps, self.centering = recipe, recipe.steps, centering
-        self.crops = augment.MultiCrop(student.encoder.model.patch_embed.img_size[0], _patch(student.encoder),
-                                       local_crops=local_crops)
+        self.crops = augment.MultiCrop(student.encoder.image_size, _patch(student.encoder), local_crops=local_crops,
+                                       norm=augment.Normalize.of(student.encoder.preprocess))
 
     def to(self, device: torch.device) -> DinoObjective:
         self.teacher.to(device)
@@ -131,7 +159,8 @@ class ContrastiveObjective:
 
     def __init__(self, model: ContrastiveModel, paradigm: str, label_names: tuple[str, ...]):
         self.paradigm = paradigm
-        self.view = augment.SingleView(model.encoder.model.patch_embed.img_size[0], _patch(model.encoder))
+        self.view = augment.SingleView(model.encoder.image_size, _patch(model.encoder),
+                                       norm=augment.Normalize.of(model.encoder.preprocess))
         self.prompts = [unicl.prompt(n) for n in label_names] if paradigm == "unicl" else []
         self.tokenizer = model.text.tokenizer
 

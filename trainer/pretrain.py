@@ -25,6 +25,7 @@ Exit codes: 0 done, 2 bad input (named), 1 training failed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -153,8 +154,9 @@ def train_loop(config: dict[str, Any]) -> None:
                     f"{cell.namespace}-{cell.study}-{cell.cell}")
 
     tower = parallel.full_state(objective.image_tower(model))  # collective under FSDP
-    if rank == 0:
-        save_weights(tower, cell.encoder_uri, opts)
+    if rank == 0:  # the normalisation it was trained with travels in the file, at the size it was trained at
+        pre = dataclasses.replace(parallel.unwrap(model).encoder.preprocess, input_size=cell.encoder.image_size)
+        save_weights(tower, cell.encoder_uri, opts, preprocess=pre)
 
 
 def _report(metrics: dict[str, Any], rank: int, model: Any, optimizer: Any, objective: Any,

@@ -91,16 +91,17 @@ def extract(cell: CellSpec, images: np.ndarray, device: torch.device) -> tuple[n
     enc = encoder_from_spec(cell.encoder, attention_backend=_backend(cell.attention), weights=cell.weights,
                             storage_options=opts, autocast_bf16=device.type == "cuda").to(device).eval()
     size = cell.encoder.image_size
+    norm = augment.Normalize.of(enc.preprocess)  # the weights' own: RAD-DINO's 0.5307/0.2583, CLIP's, ...
     cls, patches = [], []
     for i in range(0, len(images), BATCH):
-        x = augment.to_tensor(images[i:i + BATCH], device)
+        x = augment.to_tensor(images[i:i + BATCH], device, norm)
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         f = enc(x)
         cls.append(f.cls.float().cpu().numpy())
         patches.append(f.patches.float().cpu().numpy())
     c = enc.embed_dim
-    patch = enc.model.patch_embed.patch_size[0]
+    patch = enc.patch
     if not cls:
         return np.zeros((0, c), np.float32), np.zeros((0, (size // patch) ** 2, c), np.float32), patch
     return np.concatenate(cls), np.concatenate(patches), patch
@@ -145,7 +146,7 @@ def load(cell: CellSpec, device: torch.device | None = None) -> tuple[EvalData, 
     if cached is None:
         storage.write_bytes(uri, save_safetensors(tensors, metadata={"key": key, "patch": str(patch)}),
                             cell.dataset.endpoint)
-    side = cell.encoder.image_size // patch
+    side = -(-cell.encoder.image_size // patch)
     return EvalData(splits, tuple(cols.labels), (side, side), patch, cell.encoder.image_size), cached is not None
 
 

@@ -1,4 +1,5 @@
-"""Report generation from frozen features: a small transformer decoder over the patch tokens.
+"""Report generation from frozen features: a small transformer decoder over the patch tokens, or
+(``decoder.model``: a Hugging Face causal LM) LLaVA-style through :mod:`lm_decoder`.
 
 The decoder (2 layers, width 128, pre-norm) cross-attends to the CLS and patch tokens (with a
 learned position per memory token) and is
@@ -187,27 +188,52 @@ class ReportTask(tasks.Task):
         if not any(r.strip() for r in train):
             raise ValueError(f"evaluation.tasks[{spec.name}]: report generation needs reports; set "
                              "dataset.columns.report")
-        self.vocab = Vocab(train)
-        lengths = [len(tokenize(r)) + 2 for r in train]
-        self.max_len = int(min(max(np.percentile(lengths, 95), 8), 160))
         feats = {k: np.concatenate([s.cls[:, None], s.patches], 1) for k, s in data.splits.items()}
         mean, std = tasks.standardiser(feats["train"])
         self.x = {k: torch.as_tensor((v - mean) / std, dtype=torch.float32) for k, v in feats.items()}
         self.refs = {k: s.reports for k, s in data.splits.items()}
+        decoder = spec.decoder
+        self.lm_folder = None
+        if decoder is not None and decoder.model != "builtin":
+            from radscale.trainer.evaluate import lm_decoder
+
+            self.field = f"evaluation.tasks[{spec.name}].decoder.model"
+            self.lm_folder = lm_decoder.resolve(decoder.model, self.field)
+            self.tokenizer = lm_decoder.load_tokenizer(self.lm_folder, self.field)
+            tok = self.tokenizer
+            bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            lengths = [len(tok(r, add_special_tokens=False)["input_ids"]) + 2 for r in train]
+            self.max_len = int(min(max(np.percentile(lengths, 95), 8), 256))
+            self.lm_ids, self.lm_lengths = lm_decoder.encode(tok, list(train), bos, tok.eos_token_id, self.max_len)
+            return
+        self.vocab = Vocab(train)
+        lengths = [len(tokenize(r)) + 2 for r in train]
+        self.max_len = int(min(max(np.percentile(lengths, 95), 8), 160))
         ids = [self.vocab.encode(r, self.max_len) for r in train]
         self.tokens = torch.full((len(ids), self.max_len), PAD, dtype=torch.long)
         for i, row in enumerate(ids):
             self.tokens[i, :len(row)] = torch.tensor(row)
 
     def build(self) -> nn.Module:
+        if self.lm_folder is not None:
+            from radscale.trainer.evaluate import lm_decoder
+
+            return lm_decoder.build(self.spec.decoder, self.lm_folder, self.x["train"].shape[-1], self.tokenizer,
+                                    self.field)
         return ReportDecoder(self.x["train"].shape[-1], len(self.vocab), self.max_len, self.x["train"].shape[1])
 
     def loss(self, model: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+        if self.lm_folder is not None:
+            return model(self.x["train"][rows], self.lm_ids[rows], self.lm_lengths[rows])
         tok = self.tokens[rows]
         logits = model(self.x["train"][rows], tok[:, :-1])
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok[:, 1:].reshape(-1), ignore_index=PAD)
 
     def generate(self, model: nn.Module, feats: torch.Tensor) -> list[str]:
+        """Greedy, or beam search with ``beam > 1`` (the built-in decoder; an LM decodes greedily)."""
+        if self.lm_folder is not None:
+            rows = [r for chunk in feats.split(32) for r in model.greedy(chunk, self.max_len - 1)]
+            return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
         out = []
         for chunk in feats.split(128):
             ids = model.beam_search(chunk, self.max_len, self.beam) if self.beam > 1 else model.greedy(chunk,

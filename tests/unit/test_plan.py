@@ -123,7 +123,7 @@ def test_cell_specs_for_each_stage(study):
     cell = next(c for c in p.cells if c.encoder == "mi2" and c.size == 100000)
     pre = plan.cell_spec(study, p, cell, api.Stage.PRETRAIN, attempt=1)
     assert pre.output == "s3://hospital-cxr/radscale/cxr/cxr-mi2-100k"
-    assert pre.weights == "s3://hospital-models/unicl-vitb16/model.safetensors"
+    assert pre.weights == "s3://hospital-models/medimageinsight/image-encoder.safetensors"
     assert pre.size == 100000 and pre.seed == 17 and pre.attempt == 1
     assert pre.budget.steps == 50000 and pre.resources.gpus_per_worker == 1
     assert pre.checkpoint_uri == pre.output + "/checkpoints"
@@ -135,7 +135,7 @@ def test_cell_specs_for_each_stage(study):
 
     base = next(c for c in p.cells if c.encoder == "mi2" and c.size == 0)
     bev = plan.cell_spec(study, p, base, api.Stage.EVALUATE)
-    assert bev.weights == "s3://hospital-models/unicl-vitb16/model.safetensors" and bev.baseline
+    assert bev.weights == "s3://hospital-models/medimageinsight/image-encoder.safetensors" and bev.baseline
     with pytest.raises(ValueError):
         plan.cell_spec(study, p, base, api.Stage.PRETRAIN)
 

@@ -472,6 +472,12 @@ class SweepSpec(Model):
         },
     )
     scheduler: SchedulerSpec = sub(SchedulerSpec, "Trial scheduler.")
+    patience: int = Field(
+        5, ge=1, le=1000,
+        description="Epochs in a row without a better validation headline before a head stops training "
+        "(epochs is then the most it trains). Every head ends at its best validation epoch's weights, which "
+        "the test split scores. A patience of at least the epochs trains every head to its epochs.",
+    )
 
     @field_validator("search_space")
     @classmethod

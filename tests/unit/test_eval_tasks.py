@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 from sacrebleu.metrics import BLEU
 from sklearn.metrics import roc_auc_score
 
@@ -221,6 +222,32 @@ def test_a_short_trial_trains(epochs):
     assert len(list(task.train({"lr": 1e-2, "epochs": epochs}))) == epochs
     f = tasks.warmup_cosine(3)
     assert [round(f(i), 3) for i in range(3)] == [1.0, 1.0, 0.5]
+
+
+def test_a_head_stops_when_validation_stops_improving_and_keeps_its_best_epoch():
+    small = synthetic(n=80, seed=3)
+    spec = TaskSpec(name="f", kind="classification", labels=list(LABELS))
+    config = {"lr": 3e-2, "epochs": 60}
+    raw = []  # the validation headline of every epoch, read from the head as it trains
+    full = tasks.for_spec(spec, small, seed=1)
+    for _ in full.train(config):
+        raw.append(full.validate(full.model) if not full.finished else None)
+    runs = []
+    for _ in range(2):
+        task = tasks.for_spec(spec, small, seed=1)
+        history = list(task.train(config, patience=3))
+        runs.append((history, task.best_epoch, [p.detach().clone() for p in task.model.parameters()]))
+        # what the head ends with is its best epoch's: the validation it reports, and its test score
+        assert task.validate(task.model) == pytest.approx(history[-1], abs=1e-12)
+        assert task.finished
+    history, best_epoch, weights = runs[0]
+    assert len(history) < 60, "patience 3 stops long before 60 epochs on 80 rows"
+    assert history == sorted(history), "the best so far never falls"
+    assert best_epoch == len(history) - 3, "stopped after exactly 3 epochs without a better one"
+    assert history[-1] == pytest.approx(max(v for v in raw[: len(history)] if v is not None), abs=1e-12), \
+        "the same seed trains the same head as an unlimited run, epoch for epoch"
+    h2, e2, w2 = runs[1]
+    assert (h2, e2) == (history, best_epoch) and all(torch.equal(a, b) for a, b in zip(weights, w2, strict=True))
 
 
 # ---- the sweep: one small seeded Ray Tune run -------------------------------------------------------

@@ -4,10 +4,12 @@ All tasks of a cell share one Tuner (one start-up, trial actors reused across ta
 task has its own search and its own ASHA brackets (:class:`PerTask`): trials of different tasks
 are never compared, since their metrics differ in scale.
 
-Trials sample lr / weight decay / epochs from the search space and report the task's validation
-headline after every epoch; ASHA stops the weak ones early (``scheduler: fifo`` runs all to the
-end). A trial that trains to its last epoch also scores its head on the test split, once, before
-its last report; the best of those trials by validation is the task's result, so test rows never
+Trials sample lr / weight decay / epochs (the most a head trains) from the search space and report
+the task's best validation headline so far after every epoch; ASHA stops the weak ones early
+(``scheduler: fifo`` runs all to the end). A head stops by itself once ``sweep.patience`` epochs
+bring no better validation headline, and keeps its best epoch's weights. A trial that finishes
+(its epochs or its patience spent) scores that head on the test split, once, before its last
+report; the best of those trials by validation is the task's result, so test rows never
 steer the search and no head is trained twice. The features reach every trial through the
 object store (``tune.with_parameters``), not by pickling.
 
@@ -43,8 +45,8 @@ TEST_FILE = "test_file"  # the last report's pointer to the trial's TestOutput
 @dataclasses.dataclass
 class Trial:
     config: dict[str, Any]
-    history: list[float]  # validation headline per epoch
-    stopped_early: bool
+    history: list[float]  # best validation headline so far, per epoch trained
+    stopped_early: bool  # by the scheduler (ASHA) before the head finished: never tested
 
 
 @dataclasses.dataclass
@@ -78,15 +80,15 @@ def max_epochs(sweep: SweepSpec) -> int:
 
 def _trial(config: dict[str, Any], specs_json: dict[str, str] | None = None, data: EvalData | None = None,
            seed: int = 0, resample_seed: int = 0, draws: int = TEST_DRAWS, scratch: str = "",
-           endpoint: str | None = None) -> None:
+           endpoint: str | None = None, patience: int | None = None) -> None:
     import torch
     from ray import tune
 
     task = tasks.for_spec(TaskSpec.model_validate_json((specs_json or {})[config["task"]]), data, seed, resample_seed)
-    epochs = tasks.hparams(config)[2]
-    for epoch, value in enumerate(task.train(config), start=1):
+    for epoch, value in enumerate(task.train(config, patience), start=1):
         report: dict[str, Any] = {VAL: value, "epoch": epoch}
-        if epoch == epochs:  # the last epoch: score on test once, written before ASHA can stop the trial
+        if task.finished:  # max epochs or patience spent: score the best epoch's head on test once
+            report["best_epoch"] = task.best_epoch
             with torch.no_grad():
                 out = task.test(task.model, draws)
             uri = join_uri(scratch, f"{tune.get_context().get_trial_id()}.parquet")
@@ -167,7 +169,8 @@ def run(specs: list[TaskSpec], data: EvalData, sweep: SweepSpec, *, seed: int = 
         _clear(outputs, endpoint)  # a failed earlier attempt's files: never read as this run's
         trainable = tune.with_resources(tune.with_parameters(
             _trial, specs_json={s.name: s.model_dump_json() for s in specs}, data=data, seed=seed,
-            resample_seed=resample_seed, draws=draws, scratch=outputs, endpoint=endpoint), {"cpu": cpus_per_trial})
+            resample_seed=resample_seed, draws=draws, scratch=outputs, endpoint=endpoint,
+            patience=sweep.patience), {"cpu": cpus_per_trial})
         tuner = tune.Tuner(
             trainable,
             param_space=space,
@@ -190,9 +193,10 @@ def run(specs: list[TaskSpec], data: EvalData, sweep: SweepSpec, *, seed: int = 
                 df = r.metrics_dataframe
                 history = [float(v) for v in df[VAL]] if df is not None and VAL in df else []
                 cfg = {k: r.config[k] for k in KEYS.values() if k in r.config}
-                trial = Trial(cfg, history, len(history) < tasks.hparams(cfg)[2])
+                tested = (r.metrics or {}).get(TEST_FILE)
+                trial = Trial(cfg, history, not tested)
                 trials[name].append(trial)
-                if not trial.stopped_early and history and (r.metrics or {}).get(TEST_FILE):
+                if tested and history:
                     finished[name].append((trial, r.metrics[TEST_FILE]))
             best: dict[str, tuple[Trial, tasks.TestOutput]] = {}
             for spec in specs:

@@ -1,8 +1,11 @@
 """The frozen-encoder protocol shared by every task: a small head trained on cached features.
 
-A task trains its head with AdamW for ``epochs`` (the sweep's hyperparameters: ``lr``,
-``weight_decay``, ``epochs``), yields its validation headline after every epoch (what Ray Tune's
-ASHA scheduler compares), and scores the trained head on the test split (:class:`TestOutput`).
+A task trains its head with AdamW for up to ``epochs`` (the sweep's hyperparameters: ``lr``,
+``weight_decay``, ``epochs``), stops once ``patience`` epochs in a row bring no better validation
+headline, keeps its best epoch's weights, yields the best validation headline so far after every
+epoch (what Ray Tune's ASHA scheduler compares), and scores that head on the test split
+(:class:`TestOutput`). The baseline's head is trained the same way, so it never loses to an
+encoder for want of epochs.
 
 Test scoring is vectorised over weight rows: row 0 weighs every test row 1 (the value on the full
 split), rows 1.. are the :data:`~radscale.cells.TEST_DRAWS` patient resamples of :mod:`resample`,
@@ -120,6 +123,14 @@ def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(0), flat.std(0) + 1e-6
 
 
+def _trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of what training changes: trainable parameters and buffers (running statistics), not
+    a frozen language model's weights."""
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: b.detach().clone() for n, b in model.named_buffers()})
+    return state
+
+
 class Task:
     """One evaluation task over an :class:`EvalData`. Subclasses: build, loss, validate, test.
 
@@ -137,6 +148,8 @@ class Task:
     def __init__(self, spec: TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
         self.spec, self.data, self.seed, self.resample_seed = spec, data, seed, resample_seed
         self.model: nn.Module | None = None
+        self.finished = False  # set by train(): its last yield
+        self.best_epoch = 0  # the epoch whose weights the head ends with
         self._weights: tuple[int, np.ndarray] | None = None
 
     # -- subclass hooks ---------------------------------------------------------------------------
@@ -182,16 +195,20 @@ class Task:
         return TestOutput(metrics, draws, examples)
 
     # -- the protocol -----------------------------------------------------------------------------
-    def train(self, config: dict[str, Any]) -> Iterator[float]:
-        """Train a fresh head; yields the validation headline after each epoch."""
+    def train(self, config: dict[str, Any], patience: int | None = None) -> Iterator[float]:
+        """Train a fresh head for up to ``epochs``; yields the best validation headline so far after
+        each epoch. With ``patience``, training stops once that many epochs in a row did not improve
+        on the best; either way the head ends at its best epoch's weights (the one a test scores).
+        ``self.finished`` is True on the last yield, so a caller can score the test split then."""
         lr, wd, epochs = hparams(config)
         torch.manual_seed(self.seed)
         model = self.build()
-        self.model = model
+        self.model, self.finished, self.best_epoch = model, False, 0
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * self._steps_per_epoch()))
         gen = torch.Generator().manual_seed(self.seed)
-        for _ in range(epochs):
+        best, best_state, since = -math.inf, None, 0
+        for epoch in range(1, epochs + 1):
             model.train()
             for rows in torch.randperm(self.train_rows(), generator=gen).split(BATCH):
                 loss = self.loss(model, rows)
@@ -202,20 +219,30 @@ class Task:
                 sched.step()
             model.eval()
             with torch.no_grad():
-                yield self.validate(model)
+                value = self.validate(model)
+            if value > best:  # NaN (undefined on validation) never counts as better
+                best, best_state, since, self.best_epoch = value, _trained_state(model), 0, epoch
+            else:
+                since += 1
+            self.finished = epoch == epochs or (patience is not None and since >= patience)
+            if self.finished and best_state is not None:
+                model.load_state_dict(best_state, strict=False)
+            yield best if best_state is not None else value
+            if self.finished:
+                return
 
     def _steps_per_epoch(self) -> int:
         return max(1, -(-self.train_rows() // BATCH))
 
-    def fit(self, config: dict[str, Any]) -> nn.Module:
-        for _ in self.train(config):
+    def fit(self, config: dict[str, Any], patience: int | None = None) -> nn.Module:
+        for _ in self.train(config, patience):
             pass
         assert self.model is not None
         return self.model
 
-    def evaluate(self, config: dict[str, Any], draws: int = TEST_DRAWS) -> TestOutput:
-        """Train with ``config`` and score on the test split."""
-        model = self.fit(config)
+    def evaluate(self, config: dict[str, Any], draws: int = TEST_DRAWS, patience: int | None = None) -> TestOutput:
+        """Train with ``config`` (its best epoch) and score on the test split."""
+        model = self.fit(config, patience)
         with torch.no_grad():
             return self.test(model, draws)
 

@@ -18,7 +18,7 @@ def test_the_adaptive_example_runs_to_succeeded_on_local_ray(tmp_path, mlflow_se
     corpus = tmp_path / "corpus"
     phantom.write_corpus(corpus, 200, seed=11, size=40)
     doc = load_yaml(EXAMPLES / "study-adaptive.yaml")
-    enc = {**doc["spec"]["encoders"][0], "imageSize": 32, "prototypes": 64}
+    enc = {**doc["spec"]["encoders"][0], "imageSize": 32, "prototypes": 64, "init": "none"}
     doc = edit(doc, {
         "spec.dataset.uri": f"file://{corpus}", "spec.dataset.prepSize": 32,
         "spec.dataset.split": {"evalFraction": 0.4, "seed": 0},

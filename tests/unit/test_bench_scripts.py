@@ -77,3 +77,25 @@ def test_adaptive_bench_prints_the_width_table_and_the_summary_line():
     assert all(0 <= float(r[2]) <= 1 for r in rows)
     last = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"adaptive cells/grid cells = (>1|[\d.]+) at equal crossover CI; coverage = [\d.]+", last), last
+
+
+def test_demo_targets_reads_rho_r2_and_the_crossover_from_a_status(tmp_path):
+    sizes = [25, 50, 100, 200]
+    rising = [[0, 0.60, 0.55, 0.65]] + [[n, 0.6 + 0.05 * i, 0.5, 0.9] for i, n in enumerate(sizes)]
+    flat = [[0, 0.60, 0.55, 0.65]] + [[n, v, 0.5, 0.9] for n, v in zip(sizes, [0.7, 0.6, 0.68, 0.61], strict=True)]
+    crossed = {"outcome": "measured", "size": 60.0, "ci95": {"low": 30.0, "high": 150.0}}
+    status = {"results": {"findings": {"auroc": {"dino": rising, "unicl": flat}}},
+              "fits": [{"encoder": "dino", "task": "findings", "metric": "auroc", "fitted": True, "r2": 0.93,
+                        "b": 0.4, "crossover": crossed},
+                       {"encoder": "unicl", "task": "findings", "metric": "auroc", "fitted": False, "r2": 0.1,
+                        "crossover": {"outcome": "notReached"}}]}
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps(status))
+    proc = subprocess.run([sys.executable, "bench/demo_targets.py", str(path), "--tasks", "findings"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the flat curve fails
+    dino = next(line for line in proc.stdout.splitlines() if " dino " in line).split()
+    unicl = next(line for line in proc.stdout.splitlines() if " unicl " in line).split()
+    assert dino[3:6] == ["4", "1.00", "0.93"] and dino[-1] == "yes" and "measured" in dino
+    assert unicl[-1] == "no" and float(unicl[4]) < 0.8
+    assert proc.stdout.rstrip().endswith("1/2 curves meet rho >= 0.8, R2 >= 0.8 and a typed crossover with a CI")

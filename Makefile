@@ -38,6 +38,7 @@ FOREIGN := .demo/foreign/out/cxr-foreign-open-1k/encoder.safetensors
 
 $(FOREIGN): manifests/examples/foreign-init.yaml | $(STAMP)
 	test -f .demo/foreign/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out .demo/foreign/phantom --images 1500 --seed 1 --size 128 --style foreign
+	rm -rf .demo/foreign/out  # what an earlier version of the spec left: its cells would not match
 	$(VENV)/bin/radscale run manifests/examples/foreign-init.yaml --status-out .demo/foreign/status.json
 	test -f $@
 

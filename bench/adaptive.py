@@ -1,6 +1,7 @@
 """Adaptive design against the fixed log grid, on simulated studies with a known truth.
 
     .venv/bin/python bench/adaptive.py [--studies 400] [--grid-sizes 8] [--replicates 2] [--batch 1]
+        [--baseline-evals B] [--policy design|oracle|random] [--target crossover|exponent|errorAtMax]
 
 Each study draws a ground-truth law and a baseline it crosses inside [min, max] (the paper's
 30k..3.5M), and one shared test set, from ``bench/fit_coverage.py``'s simulator: run-to-run sd
@@ -19,6 +20,12 @@ width is unbounded whenever a few draws never cross. (b) Coverage: the share of 
 design interval at k holds the true crossover. Also printed: the same per study (the design stops
 as soon as its own width reaches that study's grid width, and counts the budget if it never does).
 The last line is ``adaptive cells/grid cells = ... at equal crossover CI; coverage = ...``.
+
+Controls: ``--baseline-evals B`` gives the grid and the design B baseline evaluations from the start
+(counted for neither; the design may still add some up to 8, counted), which separates choosing sizes
+from evaluating the baseline more often. ``--policy oracle`` puts every added cell at the candidate
+nearest the true crossover; ``random`` at uniformly drawn candidates. ``--target`` compares another
+target's interval (relative width) instead of the crossover's.
 """
 
 from __future__ import annotations
@@ -46,10 +53,10 @@ MIN, MAX = 30_000, 3_500_000  # the paper's range
 class Study:
     """One simulated study: its truth, its test set, and the cells measured so far."""
 
-    def __init__(self, rng: np.random.Generator, sizes: tuple[int, ...], replicates: int):
+    def __init__(self, rng: np.random.Generator, sizes: tuple[int, ...], replicates: int, baseline_evals: int = 0):
         self.truth: Truth = truth_for(sizes, rng)
         self.test = TestSet(rng)
-        self.base = self.test.cells(self.truth.baseline, replicates)
+        self.base = self.test.cells(self.truth.baseline, baseline_evals or replicates)
         self.points: dict[int, fits.Replicates] = {}
 
     def add(self, n: int) -> None:
@@ -79,6 +86,11 @@ def run_design(study: Study, ad: AdaptiveSpec, replicates: int, batch: int, poli
         if rnd.stop:
             return widths
         picks = [c.size for c in rnd.choices]
+        if policy == "oracle":  # the control: every cell where the truth crosses (nearest candidate)
+            grid = np.asarray(design.candidates(ad), dtype=float)
+            true_n = study.truth.crossover(tuple(grid), 10.0)
+            true_n = float(np.clip(true_n, grid[0], grid[-1])) if math.isfinite(true_n) else grid[-1]
+            picks = [int(grid[np.argmin(np.abs(np.log(grid / true_n)))]) for _ in picks]
         if policy == "random":  # the control: the same budget on uniformly drawn candidates
             picks = [int(rng.choice(design.candidates(ad))) for _ in picks]
         for n in picks:
@@ -104,28 +116,36 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--initial", type=int, default=3, help="adaptive.initial")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline-evals", type=int, default=0,
+                    help="baseline evaluations both start with, counted for neither (0: --replicates, counted as usual)")
+    ap.add_argument("--policy", choices=("design", "oracle", "random"), default="design")
+    ap.add_argument("--target", choices=[t.value for t in design.DesignTarget], default="crossover")
     args = ap.parse_args()
     sizes = tuple(int(n) for n in np.rint(np.geomspace(MIN, MAX, args.grid_sizes)))
     budget = len(sizes) * args.replicates
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}; "
           f"{args.studies} studies, sizes {MIN:,}..{MAX:,}; grid {len(sizes)} sizes x {args.replicates} replicates "
-          f"= {budget} cells; design initial {args.initial}, batch {args.batch}")
+          f"= {budget} cells; design initial {args.initial}, batch {args.batch}, policy {args.policy}, "
+          f"target {args.target}, baseline evaluations {args.baseline_evals or args.replicates}")
+    target = design.DesignTarget(args.target)
     rng = np.random.default_rng(args.seed)
     grid_w, grid_hit, truths = [], [], []
     runs: list[list[design.Interval]] = []
     per_study: list[int] = []
     started = time.perf_counter()
     for i in range(args.studies):
-        study = Study(rng, sizes, args.replicates)
+        study = Study(rng, sizes, args.replicates, args.baseline_evals)
         true_n = study.truth.crossover(sizes, 10.0)
-        truths.append(true_n)
+        truths.append(true_n if target is design.DesignTarget.CROSSOVER else
+                      study.truth.law.b if target is design.DesignTarget.EXPONENT else float(study.truth.law(MAX)))
         grid = fits.fit_curve(sizes, [study.test.cells(float(study.truth.law(n)), args.replicates) for n in sizes],
-                              study.base)
-        bar = design.target_interval(grid, design.DesignTarget.CROSSOVER)
+                              study.base, predict_at=float(MAX))
+        bar = design.target_interval(grid, target)
         grid_w.append(bar.width)
-        grid_hit.append(covered(grid.crossover.ci95, true_n))
-        ad = AdaptiveSpec(min=MIN, max=MAX, initial=args.initial, max_cells=budget, relative_width=1e-6)
-        ivs = run_design(study, ad, args.replicates, args.batch)
+        grid_hit.append(covered((bar.low, bar.high) if bar.low is not None else None, truths[-1]))
+        ad = AdaptiveSpec(min=MIN, max=MAX, initial=args.initial, max_cells=budget, relative_width=1e-6,
+                          target=target)
+        ivs = run_design(study, ad, args.replicates, args.batch, args.policy, rng)
         runs.append(ivs)
         reach = next((k for k, iv in enumerate(ivs) if iv.width <= bar.width), None)
         if math.isfinite(bar.width):
@@ -133,7 +153,8 @@ def main() -> None:
         if (i + 1) % 100 == 0:
             print(f"  {i + 1:>4} studies, {time.perf_counter() - started:.0f} s", flush=True)
     grid_median = float(np.median(grid_w))
-    print(f"grid: median crossover CI width {grid_median:.2f} (high/low - 1), coverage {np.mean(grid_hit):.3f}")
+    scale = "high/low - 1" if target is design.DesignTarget.CROSSOVER else "(high - low) / value"
+    print(f"grid: median {args.target} CI width {grid_median:.2f} ({scale}), coverage {np.mean(grid_hit):.3f}")
     print(f"{'cells':>5} {'median width':>13} {'coverage':>9}")
     at, cov_at = None, None
     for k in range(args.initial * args.replicates, budget + 1):
@@ -147,9 +168,9 @@ def main() -> None:
     print(f"per study (grid CI bounded in {len(per_study)}/{args.studies}): cells to reach that study's grid width "
           f"median {np.median(per_study):.0f}, mean {np.mean(per_study):.2f} of {budget}")
     if at is None:
-        print(f"adaptive cells/grid cells = >1 at equal crossover CI; coverage = {cov:.3f}")
+        print(f"adaptive cells/grid cells = >1 at equal {args.target} CI; coverage = {cov:.3f}")
     else:
-        print(f"adaptive cells/grid cells = {at / budget:.2f} at equal crossover CI; coverage = {cov_at:.3f}")
+        print(f"adaptive cells/grid cells = {at / budget:.2f} at equal {args.target} CI; coverage = {cov_at:.3f}")
 
 
 if __name__ == "__main__":

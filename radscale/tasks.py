@@ -48,9 +48,10 @@ KINDS: dict[TaskKind, KindInfo] = {
         Metric("cldice", description="centreline Dice (topology of thin structures)"),
     )),
     TaskKind.REPORT_GENERATION: KindInfo((
+        # the headline counts findings: a fluent report that misses the effusion must not score well
+        Metric("clinicalF1", description="F1 of the findings the labeler reads from generated vs reference"),
         Metric("bleu4", description="corpus BLEU-4 / 100"),
         Metric("rougeL", description="mean ROUGE-L F-measure"),
-        Metric("clinicalF1", description="F1 of the findings the labeler reads from generated vs reference"),
     )),
 }
 

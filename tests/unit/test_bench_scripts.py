@@ -79,6 +79,38 @@ def test_adaptive_bench_prints_the_width_table_and_the_summary_line():
     assert re.fullmatch(r"adaptive cells/grid cells = (>1|[\d.]+) at equal crossover CI; coverage = [\d.]+", last), last
 
 
+def test_adaptive_bench_controls_oracle_and_equal_baseline_evaluations():
+    """The oracle puts every added cell at the candidate nearest the true crossover; --baseline-evals
+    gives both sides the same baseline evaluations; another target prints its own summary line."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import adaptive
+    import numpy as np
+
+    from radscale.operator import design
+    from radscale.spec import AdaptiveSpec
+
+    rng = np.random.default_rng(3)
+    sizes = tuple(int(n) for n in np.rint(np.geomspace(adaptive.MIN, adaptive.MAX, 8)))
+    study = adaptive.Study(rng, sizes, 2, baseline_evals=8)
+    assert len(study.base.values) == 8
+    ad = AdaptiveSpec(min=adaptive.MIN, max=adaptive.MAX, max_cells=10, relative_width=1e-6)
+    adaptive.run_design(study, ad, 2, 1, "oracle", rng)
+    grid = np.asarray(design.candidates(ad), dtype=float)
+    true_n = np.clip(study.truth.crossover(tuple(grid), 10.0), grid[0], grid[-1])
+    nearest = int(grid[np.argmin(np.abs(np.log(grid / true_n)))])
+    initial = set(design.initial_sizes(ad))
+    extra = {n: len(r.values) for n, r in study.points.items()}
+    assert sum(extra.values()) == 10 and len(study.base.values) == 8  # no baseline evaluation was added
+    assert extra[nearest] - (2 if nearest in initial else 0) == 4, extra
+
+    proc = subprocess.run([sys.executable, "bench/adaptive.py", "--studies", "4", "--baseline-evals", "8",
+                           "--target", "exponent"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "baseline evaluations 8" in proc.stdout.splitlines()[0]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"adaptive cells/grid cells = (>1|[\d.]+) at equal exponent CI; coverage = [\d.]+", last), last
+
+
 def test_demo_targets_reads_rho_r2_and_the_crossover_from_a_status(tmp_path):
     sizes = [25, 50, 100, 200]
     rising = [[0, 0.60, 0.55, 0.65]] + [[n, 0.6 + 0.05 * i, 0.5, 0.9] for i, n in enumerate(sizes)]

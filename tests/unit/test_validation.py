@@ -153,3 +153,11 @@ def test_studies_differing_outside_a_rules_fields_share_its_verdict():
     with pytest.raises(validation.SpecError, match="globalBatchSize"):
         validation.load_study(bad)
     assert celcheck._verdict.cache_info().misses > after.misses
+
+
+def test_report_generation_headline_is_clinical_f1_unless_named():
+    """The report headline counts findings; n-gram overlap is kept only when asked for."""
+    from radscale.spec import TaskSpec
+
+    assert TaskSpec(name="r", kind="report-generation").headline_metric == "clinicalF1"
+    assert TaskSpec(name="r", kind="report-generation", metric="bleu4").headline_metric == "bleu4"

@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--initial", type=int, default=3, help="adaptive.initial")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline-evals", type=int, default=0,
-                    help="baseline evaluations both start with, counted for neither (0: --replicates, counted as usual)")
+                    help="baseline evaluations both start with, counted for neither (0: --replicates, counted)")
     ap.add_argument("--policy", choices=("design", "oracle", "random"), default="design")
     ap.add_argument("--target", choices=[t.value for t in design.DesignTarget], default="crossover")
     args = ap.parse_args()

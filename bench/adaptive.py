@@ -108,6 +108,13 @@ def simulate_design(seed: int, budget: int = 10, policy: str = "design", replica
     return run_design(study, ad, replicates, 1, policy, rng)[-1].width
 
 
+def true_value(truth: Truth, target: design.DesignTarget, crossover: float) -> float:
+    """What the target's interval should hold: the crossover, the exponent b, or the error at max."""
+    if target is design.DesignTarget.CROSSOVER:
+        return crossover
+    return truth.law.b if target is design.DesignTarget.EXPONENT else float(truth.law(MAX))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--studies", type=int, default=400)
@@ -136,8 +143,7 @@ def main() -> None:
     for i in range(args.studies):
         study = Study(rng, sizes, args.replicates, args.baseline_evals)
         true_n = study.truth.crossover(sizes, 10.0)
-        truths.append(true_n if target is design.DesignTarget.CROSSOVER else
-                      study.truth.law.b if target is design.DesignTarget.EXPONENT else float(study.truth.law(MAX)))
+        truths.append(true_value(study.truth, target, true_n))
         grid = fits.fit_curve(sizes, [study.test.cells(float(study.truth.law(n)), args.replicates) for n in sizes],
                               study.base, predict_at=float(MAX))
         bar = design.target_interval(grid, target)

@@ -162,6 +162,11 @@ TASK_RULES = (
         ".decoder",
     ),
     Rule(
+        "self.kind == 'classification' || !has(self.minPositives)",
+        "minPositives applies only to classification tasks; remove it",
+        ".minPositives",
+    ),
+    Rule(
         "self.kind == 'segmentation' || !has(self.maskColumn)",
         "maskColumn applies only to segmentation tasks; remove it",
         ".maskColumn",

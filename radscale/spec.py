@@ -399,10 +399,17 @@ class TaskSpec(Model):
 
     name: str = Field(..., pattern=DNS1035, max_length=32, description="Task name (DNS-1035).")
     kind: TaskKind = Field(..., description="classification, segmentation or report-generation.")
-    labels: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=64)] = Field(
+    labels: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=128)] = Field(
         [],
         description="Label columns a classification task predicts (from dataset.columns.labels).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    min_positives: int | None = Field(
+        None, ge=1, le=10_000,
+        description="classification only: score only the labels with at least this many positives in the "
+        "test split (the macro average of a long tail; an AUROC over one or two positives is luck). The "
+        "split is the same for every cell, so every point of a curve averages the same labels. "
+        "Unset: every label with a positive and a negative.",
     )
     mask_column: str | None = Field(
         None, max_length=128, description="Mask column of a segmentation task (from dataset.columns.masks)."

@@ -90,6 +90,20 @@ def test_probe_learns_the_labels_and_ignores_uncertain(data):
     assert ex.num_rows == 120 and ex.column("row_id").to_pylist()[:2] == [10_000, 10_001]
 
 
+def test_min_positives_scores_only_the_labels_with_that_many_test_positives(data):
+    test = data.splits["test"].labels
+    counts = {n: int((test[:, j] == 1).sum()) for j, n in enumerate(LABELS)}
+    assert counts["effusion"] != counts["cvc"]
+    rare, common = sorted(LABELS, key=counts.get)
+    spec = TaskSpec(name="tail", kind="classification", labels=list(LABELS), min_positives=counts[rare] + 1)
+    out = tasks.for_spec(spec, data).evaluate({"lr": 1e-2, "epochs": 10})
+    assert f"auroc/{common}" in out.metrics and f"auroc/{rare}" not in out.metrics
+    assert out.metrics["auroc"].value == pytest.approx(out.metrics[f"auroc/{common}"].value)
+    assert out.examples.column_names == ["patient", "row_id", f"score/{common}", f"label/{common}"]
+    with pytest.raises(ValueError, match=r"tasks\[tail\]\.minPositives=.*the most is"):
+        tasks.for_spec(spec.model_copy(update={"min_positives": counts[common] + 1}), data)
+
+
 def test_probe_draws_score_the_resampled_patients(data):
     task = tasks.for_spec(TaskSpec(name="findings", kind="classification", labels=list(LABELS)), data,
                           resample_seed=4)

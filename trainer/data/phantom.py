@@ -535,27 +535,6 @@ def learnable_subtypes(images: int, k: int, seeds: range = range(8)) -> float:
     return float(np.mean([(subtype_counts(images, s) >= k).sum() for s in seeds]))
 
 
-def macro_auroc(labels: np.ndarray, scores: np.ndarray, min_positives: int = 1) -> tuple[float, int]:
-    """The tail task: macro AUROC over the subtype columns present in an evaluation split.
-
-    ``labels`` and ``scores`` are (images, subtypes); a column counts when it has at least
-    ``min_positives`` positives and one negative. Returns (macro AUROC, columns counted).
-    """
-    aucs = []
-    for j in range(labels.shape[1]):
-        y, s = labels[:, j] == 1, scores[:, j]
-        if y.sum() < min_positives or y.all():
-            continue
-        ranks = np.empty(len(s))
-        ranks[np.argsort(s, kind="mergesort")] = np.arange(1, len(s) + 1)
-        for v in np.unique(s):  # average ranks over ties
-            tie = s == v
-            ranks[tie] = ranks[tie].mean()
-        npos = y.sum()
-        aucs.append((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * (len(y) - npos)))
-    return (float(np.mean(aucs)) if aucs else float("nan")), len(aucs)
-
-
 class _Canvas:
     """The image being drawn, its catheter mask and the patient's geometry."""
 

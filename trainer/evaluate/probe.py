@@ -127,6 +127,20 @@ def macro(values: np.ndarray) -> np.ndarray:
         return np.where(n > 0, np.where(defined, values, 0.0).sum(1) / n, np.nan)
 
 
+def scored_labels(spec: tasks.TaskSpec, data: EvalData) -> list[str]:
+    """The task's labels, less those with fewer than ``spec.min_positives`` positives in the test split."""
+    names = list(spec.labels)
+    if spec.min_positives is None:
+        return names
+    positives = (data.labels("test", names) == 1).sum(0)
+    kept = [n for n, k in zip(names, positives, strict=True) if k >= spec.min_positives]
+    if not kept:
+        best = int(positives.max()) if len(positives) else 0
+        raise ValueError(f"evaluation.tasks[{spec.name}].minPositives={spec.min_positives}: no label has that many "
+                         f"positives in the test split (the most is {best}); lower it or use more images")
+    return kept
+
+
 class ProbeTask(tasks.Task):
     """Findings or lines & tubes: a multi-label linear probe over the task's label columns."""
 
@@ -134,7 +148,7 @@ class ProbeTask(tasks.Task):
 
     def __init__(self, spec: tasks.TaskSpec, data: EvalData, seed: int = 0, resample_seed: int = 0):
         super().__init__(spec, data, seed, resample_seed)
-        names = list(spec.labels)
+        names = scored_labels(spec, data)
         feats = {k: np.concatenate([s.cls, s.patches.mean(1)], axis=1) for k, s in data.splits.items()}
         mean, std = tasks.standardiser(feats["train"])
         self.x = {k: torch.as_tensor((v - mean) / std, dtype=torch.float32) for k, v in feats.items()}

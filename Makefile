@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml requirements-pins.txt tools/fix_torchvision.py
 	$(PY) tools/fix_torchvision.py
 	touch $@
 
-DEMO_IMAGES ?= 2000
+DEMO_IMAGES ?= 5000
 # The demo's open model: pretrained once on a foreign-style phantom (manifests/examples/foreign-init.yaml);
 # both demo encoders continue from it and it is their baseline. Kept under .demo/foreign.
 FOREIGN := .demo/foreign/out/cxr-foreign-open-1k/encoder.safetensors
@@ -51,11 +51,11 @@ DEMO_SPEC := $(if $(filter 0,$(DEMO_SEED)),manifests/examples/study-local.yaml,$
 
 $(DEMO_DIR)/study-local.yaml: manifests/examples/study-local.yaml
 	mkdir -p $(@D)
-	sed -e 's|file://\.demo/phantom|file://$(DEMO_DIR)/phantom|' -e 's|file://\.demo/out|file://$(DEMO_DIR)/out|' $< > $@
+	sed -e 's|file://\.demo/phantom-v2|file://$(DEMO_DIR)/phantom-v2|' -e 's|file://\.demo/out|file://$(DEMO_DIR)/out|' $< > $@
 
 demo: $(STAMP) $(FOREIGN) $(DEMO_SPEC)
 	$(VENV)/bin/radscale validate manifests/examples/study.yaml manifests/examples/study-local.yaml manifests/examples/foreign-init.yaml
-	test -f $(DEMO_DIR)/phantom/manifest.csv || $(VENV)/bin/radscale phantom --out $(DEMO_DIR)/phantom --images $(DEMO_IMAGES) --seed $(DEMO_SEED) --size 128
+	test -f $(DEMO_DIR)/phantom-v2/manifest.csv || $(VENV)/bin/radscale phantom --out $(DEMO_DIR)/phantom-v2 --images $(DEMO_IMAGES) --seed $(DEMO_SEED) --size 128 --version 2
 	$(VENV)/bin/radscale plan $(DEMO_SPEC)
 	$(VENV)/bin/radscale run $(DEMO_SPEC) --status-out $(DEMO_DIR)/status.json
 	$(VENV)/bin/python bench/demo_targets.py $(DEMO_DIR)/status.json || true  # the #16 targets, met or not

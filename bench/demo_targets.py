@@ -50,7 +50,8 @@ def rows(status: dict, spec: ScalingStudySpec, tasks: tuple[str, ...]) -> list[d
 
 
 def passes(r: dict, min_rho: float, min_r2: float) -> bool:
-    return r["rho"] >= min_rho and r["r2"] >= min_r2 and r["crossover"] in TYPED and r["ci"] is not None
+    # Spearman's rho over 4 sizes with one swap is 0.8 exactly, computed as 0.7999999999999999
+    return r["rho"] >= min_rho - 1e-9 and r["r2"] >= min_r2 and r["crossover"] in TYPED and r["ci"] is not None
 
 
 def _n(v: float | None) -> str:

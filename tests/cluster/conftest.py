@@ -120,6 +120,7 @@ def small_study(tmp: pathlib.Path, name: str = "grid", sizes: tuple[int, ...] = 
     doc = yaml.safe_load((EXAMPLES / "study-local.yaml").read_text())
     doc["metadata"] = {"name": name, "namespace": "default"}
     doc["spec"].update(sizes=list(sizes), output=f"file://{tmp}/out/{name}", maxConcurrentCells=4, retries=2,
+                       replicates=1,
                        computeBudget={"steps": 40, "globalBatchSize": 32, "checkpointEvery": 10})  # covers 800
     doc["spec"]["evaluation"]["tasks"] = doc["spec"]["evaluation"]["tasks"][:2]
     doc["spec"].update(spec)

@@ -247,7 +247,7 @@ def test_extending_a_finished_design_adds_rounds_and_keeps_every_finished_cell()
     d = status.design[0]
     assert d.stop_reason == design.Stop.BUDGET_SPENT and len(d.decisions) == 1
     done = {c.name for c in status.cell_status if c.state == "Succeeded"}
-    # a wider range (up to what the budget covers: 13 steps x 16) and a larger budget
+    # a wider range (within what the budget covers: 64 steps x 32) and a larger budget
     drv.doc = adaptive(**{"spec.adaptive": {**small, "min": 16, "max": 208, "grid": 10, "maxCells": 8}})
     out = drv.step()
     d = out.status.design[0]
@@ -262,4 +262,4 @@ def test_extending_a_finished_design_adds_rounds_and_keeps_every_finished_cell()
 def test_plan_of_a_fixed_size_study_is_unchanged_by_designs():
     doc = load_yaml(EXAMPLES / "study-local.yaml")
     p = plan.plan(study_of(doc))
-    assert sorted({c.size for c in p.cells}) == [0, 25, 50, 100, 200]
+    assert sorted({c.size for c in p.cells}) == [0, 32, 128, 512, 2048]

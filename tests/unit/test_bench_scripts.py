@@ -131,3 +131,19 @@ def test_demo_targets_reads_rho_r2_and_the_crossover_from_a_status(tmp_path):
     assert dino[3:6] == ["4", "1.00", "0.93"] and dino[-1] == "yes" and "measured" in dino
     assert unicl[-1] == "no" and float(unicl[4]) < 0.8
     assert proc.stdout.rstrip().endswith("1/2 curves meet rho >= 0.8, R2 >= 0.8 and a typed crossover with a CI")
+
+
+def test_demo_targets_counts_a_rho_of_exactly_the_threshold(tmp_path):
+    # one adjacent swap over 4 sizes: Spearman's rho is 0.8, which floating point gives as 0.7999999999999999
+    swapped = [[0, 0.55, 0.5, 0.6]] + [[n, v, 0.5, 0.9] for n, v in zip([32, 128, 512, 2048], [0.6, 0.7, 0.65, 0.75],
+                                                                       strict=True)]
+    status = {"results": {"findings": {"auroc": {"dino": swapped, "unicl": swapped}}},
+              "fits": [{"encoder": e, "task": "findings", "metric": "auroc", "fitted": True, "r2": 0.85, "b": 0.3,
+                        "crossover": {"outcome": "belowSmallest", "size": 32.0, "ci95": {"low": 32.0, "high": 90.0}}}
+                       for e in ("dino", "unicl")]}
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps(status))
+    proc = subprocess.run([sys.executable, "bench/demo_targets.py", str(path), "--tasks", "findings"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " 0.80 " in proc.stdout and "2/2 curves meet" in proc.stdout

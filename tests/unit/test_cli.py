@@ -92,11 +92,12 @@ def test_validate_checks_every_document_of_a_file(tmp_path):
 
 
 def test_replicates_multiply_the_cells_and_keep_the_first_names(tmp_path):
-    one = yaml.safe_load(run("plan", str(EXAMPLES / "study-local.yaml"), "--json").stdout)
-    doc = edit(load_yaml(EXAMPLES / "study-local.yaml"), {"spec.replicates": 3})
-    path = tmp_path / "three.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    three = yaml.safe_load(run("plan", str(path), "--json").stdout)
+    def plan_of(replicates: int) -> dict:
+        path = tmp_path / f"r{replicates}.yaml"
+        path.write_text(yaml.safe_dump(edit(load_yaml(EXAMPLES / "study-local.yaml"), {"spec.replicates": replicates})))
+        return yaml.safe_load(run("plan", str(path), "--json").stdout)
+
+    one, three = plan_of(1), plan_of(3)
     names1 = {c["cell"] for c in one["cells"]}
     names3 = {c["cell"] for c in three["cells"]}
     assert {c["replicate"] for c in three["cells"]} == {0, 1, 2}
@@ -124,8 +125,9 @@ def test_plan_json_is_machine_readable():
 def test_plan_table_for_people():
     out = run("plan", str(EXAMPLES / "study-local.yaml"))
     assert out.returncode == 0
-    assert "cxr-local-dino-100-pt -> cxr-local-dino-100-ev" in out.stdout
-    assert "constant compute: 13 steps x 16 = 208 images" in out.stdout
+    assert "cxr-local-dino-128-pt -> cxr-local-dino-128-ev" in out.stdout
+    assert "cxr-local-dino-128-r1-pt -> cxr-local-dino-128-r1-ev" in out.stdout
+    assert "constant compute: 64 steps x 32 = 2,048 images" in out.stdout
 
 
 def test_plan_refuses_an_invalid_study(tmp_path):

@@ -26,7 +26,8 @@ def study_of(doc, status=None, generation=1) -> api.ScalingStudy:
 
 
 # The example's grid, pinned here so that demo tuning of the example does not move these tables.
-GRID = {"spec.sizes": [100, 200, 400, 800], "spec.computeBudget.steps": 40, "spec.computeBudget.globalBatchSize": 32}
+GRID = {"spec.sizes": [100, 200, 400, 800], "spec.computeBudget.steps": 40, "spec.computeBudget.globalBatchSize": 32,
+        "spec.replicates": 1}
 
 
 def local(**changes):
@@ -257,10 +258,10 @@ def test_a_whole_study_runs_to_succeeded_with_curves_and_fits():
     assert status.phase == api.Phase.SUCCEEDED and status.progress == "10/10"
     assert cond(status, "Succeeded").status == "True" and cond(status, "Progressing").status == "False"
     assert len(created) == 1 + 2 * (1 + 4 * 2)  # prepare + per encoder: baseline eval + 4 x (pretrain, eval)
-    assert set(status.results) == {"findings", "lines-tubes", "catheter-seg", "report-gen"}
+    assert set(status.results) == {"findings", "lines-tubes", "catheter-seg", "tail"}
     pts = status.results["findings"]["auroc"]["dino"]
     assert [p[0] for p in pts] == [0, 100, 200, 400, 800]
-    assert {(f.encoder, f.task) for f in status.fits} >= {("dino", "findings"), ("unicl", "report-gen")}
+    assert {(f.encoder, f.task) for f in status.fits} >= {("dino", "findings"), ("unicl", "tail")}
     f = next(f for f in status.fits if f.encoder == "dino" and f.task == "findings")
     assert f.fitted and f.lack_of_fit is None and f.replicates == 1
     assert 0.2 < f.b < 0.5 and f.ci95["b"].low < f.b < f.ci95["b"].high

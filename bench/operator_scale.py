@@ -55,7 +55,7 @@ def study(i: int, tmp: Path, concurrent: int, distinct: bool = False) -> dict:
         encoders.append(enc)
     doc["metadata"] = {"name": f"study-{i:03d}", "namespace": "default"}
     sizes = [100 * k + (i if distinct else 0) for k in range(1, 10)]
-    doc["spec"].update(encoders=encoders, sizes=sizes, maxConcurrentCells=concurrent,
+    doc["spec"].update(encoders=encoders, sizes=sizes, maxConcurrentCells=concurrent, replicates=1,
                        computeBudget={"steps": 40 + (i if distinct else 0), "globalBatchSize": 32,
                                       "checkpointEvery": 10},
                        output=f"file://{tmp}/out/study-{i:03d}")
